@@ -1,0 +1,151 @@
+//! The durable consumers, one module per stage or delivery target. Each is a [`Stage`] run by
+//! the runtime on the durable of the same name in `nats/consumers/`.
+//!
+//! | durable | stream | subjects | does |
+//! | --- | --- | --- | --- |
+//! | `stage-wallet` | INBOUND | `in.wallet.>` | records debits/credits, commands the operator call; records operator callbacks |
+//! | `deliver-operator` | OUTBOUND | `out.operator.>` | calls the operator wallet, records the outcome, commands the RGS webhook |
+//! | `deliver-rgs` | OUTBOUND | `out.rgs.>` | delivers outcome webhooks to the RGS |
+//!
+//! [`Stage`]: crate::runtime::Stage
+
+pub mod deliver_operator;
+pub mod deliver_rgs;
+pub mod stage_wallet;
+
+use std::sync::Arc;
+
+use anyhow::bail;
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http_client;
+use crate::idempotency::Idempotency;
+use crate::nats::Bus;
+use crate::runtime::{self, Schedule, Spec};
+
+/// Every consumer, in pipeline order.
+pub const ALL: [&str; 3] = ["stage-wallet", "deliver-operator", "deliver-rgs"];
+
+/// What consumers share.
+#[derive(Clone)]
+pub struct Deps {
+    pub bus: Bus,
+    pub db: PgPool,
+    pub cfg: Arc<Config>,
+    pub http: reqwest::Client,
+    pub idempotency: Idempotency,
+}
+
+impl Deps {
+    pub async fn new(bus: Bus, db: PgPool, cfg: Arc<Config>) -> anyhow::Result<Self> {
+        Ok(Self {
+            idempotency: Idempotency::new(bus.kv("idempotency").await?),
+            http: http_client::client(cfg.http_timeout),
+            bus,
+            db,
+            cfg,
+        })
+    }
+
+    fn spec(&self, durable: &'static str, stream: &'static str, schedule: Schedule) -> Spec {
+        Spec {
+            durable,
+            stream,
+            schedule,
+            concurrency: self.cfg.consumer_concurrency,
+            breaker: Some((self.cfg.breaker_failures, self.cfg.breaker_open)),
+        }
+    }
+}
+
+/// Retries of internal stages (a database or NATS hiccup): quick at first, for about ten minutes.
+fn stage_schedule() -> Schedule {
+    Schedule::Exponential {
+        base: std::time::Duration::from_millis(200),
+        max: std::time::Duration::from_secs(60),
+        attempts: 15,
+    }
+}
+
+/// Checks `--only` names against [`ALL`].
+pub fn select(only: &[String]) -> anyhow::Result<Vec<&'static str>> {
+    if only.is_empty() {
+        return Ok(ALL.to_vec());
+    }
+    only.iter()
+        .map(
+            |name| match ALL.iter().find(|known| **known == name.as_str()) {
+                Some(known) => Ok(*known),
+                None => bail!("unknown consumer {name:?}; known: {}", ALL.join(", ")),
+            },
+        )
+        .collect()
+}
+
+/// Starts the named consumers; each task ends when `shutdown` is cancelled.
+pub fn spawn(
+    names: &[&'static str],
+    deps: &Deps,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    for name in names {
+        let bus = deps.bus.clone();
+        let stop = shutdown.clone();
+        match *name {
+            "stage-wallet" => tasks.spawn(runtime::run(
+                bus,
+                Spec {
+                    breaker: None,
+                    ..deps.spec("stage-wallet", "INBOUND", stage_schedule())
+                },
+                Arc::new(stage_wallet::StageWallet::new(deps.clone())),
+                stop,
+            )),
+            "deliver-operator" => tasks.spawn(runtime::run(
+                bus,
+                deps.spec(
+                    "deliver-operator",
+                    "OUTBOUND",
+                    deps.cfg.operator_retry.clone(),
+                ),
+                Arc::new(deliver_operator::DeliverOperator::new(deps.clone())),
+                stop,
+            )),
+            "deliver-rgs" => tasks.spawn(runtime::run(
+                bus,
+                deps.spec("deliver-rgs", "OUTBOUND", deps.cfg.rgs_retry.clone()),
+                Arc::new(deliver_rgs::DeliverRgs::new(deps.clone())?),
+                stop,
+            )),
+            other => unreachable!("{other} passed select()"),
+        };
+    }
+    Ok(())
+}
+
+/// Appends one partner call to the shared attempt log.
+pub async fn record_attempt(
+    db: impl sqlx::PgExecutor<'_>,
+    target: &str,
+    subject_id: &str,
+    attempt: u64,
+    response: &http_client::Response,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO delivery_attempts (target, subject_id, attempt, status_code, error, duration_ms)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(target)
+    .bind(subject_id)
+    .bind(attempt as i32)
+    .bind(response.status.map(i32::from))
+    .bind((response.status.is_none_or(|s| s >= 300)).then(|| response.describe()))
+    .bind(response.duration.as_millis() as i32)
+    .execute(db)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,393 @@
+//! The `ihub` command line.
+
+use std::io::Read;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Secret, SecretVar};
+use crate::nats::Bus;
+use crate::runtime::dlq;
+use crate::signatures::{TimestampedHmac, canonical_json, unix_now};
+use crate::startup::{self, Tasks};
+use crate::{bench, mocks, shutdown, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "ihub",
+    version,
+    about = "Integration hub: HTTP ingress → NATS JetStream → durable consumers → partner APIs",
+    after_help = "Configuration comes from environment variables (NATS_URL, DATABASE_URL, \
+                  HTTP_ADDR, WALLET_HMAC_SECRET, …); the README has the full table."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the database if missing, run migrations, create or update the streams,
+    /// consumers and KV buckets defined in nats/. Idempotent.
+    Setup,
+    /// Run the HTTP ingress only (HTTP_ADDR).
+    Ingress,
+    /// Run the durable consumers only. Any number of `consume` processes may run at once;
+    /// they share the work of each durable.
+    Consume {
+        /// Run only these consumers (comma-separated), e.g. deliver-rgs,deliver-operator.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
+    /// Setup, ingress, all consumers and all partner mocks in one process, with demo secrets
+    /// where the environment sets none: the whole hub on one machine.
+    Dev,
+    /// Run the partner mocks alone (operator on OPERATOR_MOCK_ADDR, RGS on RGS_MOCK_ADDR).
+    Mocks,
+    /// Inspect and replay dead letters (the DLQ stream).
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Print the X-Timestamp and X-Signature headers for a JSON body, ready for `curl -H @-`.
+    Sign {
+        /// The JSON body to sign; `-` reads it from standard input.
+        #[arg(long)]
+        body: String,
+        /// Signing secret; defaults to WALLET_HMAC_SECRET, else the demo secret of `ihub dev`.
+        #[arg(long, env = "WALLET_HMAC_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// Unix seconds to sign with (default: now).
+        #[arg(long)]
+        timestamp: Option<i64>,
+    },
+    /// Drive signed debits against a running hub; compare with raw JetStream publishes.
+    Bench(bench::Args),
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters: sequence, consumer, original subject, deliveries, error.
+    List {
+        /// Only this consumer's dead letters.
+        #[arg(long)]
+        consumer: Option<String>,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one dead letter with all its headers and its payload.
+    Show { seq: u64 },
+    /// Republish dead letters to their original subject with their original headers, then
+    /// remove them from the DLQ.
+    Replay {
+        /// The DLQ sequence to replay.
+        #[arg(required_unless_present = "all")]
+        seq: Option<u64>,
+        /// Replay every dead letter (of --consumer, when given).
+        #[arg(long, conflicts_with = "seq")]
+        all: bool,
+        /// With --all: only this consumer's dead letters.
+        #[arg(long)]
+        consumer: Option<String>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    let mut cfg = Config::from_env()?;
+    match command {
+        Command::Setup => {
+            startup::setup(&cfg, |line| println!("  {line}")).await?;
+            println!("setup done");
+            Ok(())
+        }
+        Command::Ingress => {
+            cfg.require(&[SecretVar::WalletHmac, SecretVar::ReconciliationToken])?;
+            let mut running = Running::start(cfg, "ingress")?;
+            let started = async {
+                let cfg = &running.cfg;
+                let (bus, db) = startup::connect(cfg, "ingress", 8).await?;
+                let listener = mocks::bind(cfg.http_addr, "the ingress", "HTTP_ADDR").await?;
+                let url = startup::ingress(
+                    cfg,
+                    bus,
+                    db,
+                    listener,
+                    running.shutdown.clone(),
+                    &mut running.tasks,
+                )
+                .await?;
+                println!("ihub ingress listening on {url}");
+                anyhow::Ok(())
+            }
+            .await;
+            running.finish(started).await
+        }
+        Command::Consume { only } => {
+            cfg.require(&[SecretVar::WalletHmac])?;
+            let mut running = Running::start(cfg, "consume")?;
+            let started = async {
+                let cfg = &running.cfg;
+                let pool = (cfg.consumer_concurrency as u32).clamp(4, 32);
+                let (bus, db) = startup::connect(cfg, "consume", pool).await?;
+                startup::consumers(cfg, bus, db, &only, &running.shutdown, &mut running.tasks)
+                    .await?;
+                println!("ihub consumers running");
+                anyhow::Ok(())
+            }
+            .await;
+            running.finish(started).await
+        }
+        Command::Mocks => {
+            cfg.require(&[SecretVar::WalletHmac])?;
+            let mut running = Running::start(cfg, "mocks")?;
+            let started = async {
+                let mocks = bind_mocks(&running.cfg, &running.shutdown, &mut running.tasks).await?;
+                println!("operator mock on {}", mocks.operator_url);
+                println!("RGS mock on {}", mocks.rgs_url);
+                anyhow::Ok(())
+            }
+            .await;
+            running.finish(started).await
+        }
+        Command::Dev => {
+            let filled = cfg.fill_demo_secrets();
+            if !filled.is_empty() {
+                eprintln!("using demo values for {} (see README)", filled.join(", "));
+            }
+            println!("setting up");
+            startup::setup(&cfg, |line| println!("  {line}")).await?;
+            let mut running = Running::start(cfg, "dev")?;
+            let started = async {
+                let cfg = &running.cfg;
+                let (bus, db) = startup::connect(cfg, "dev", 32).await?;
+                let ingress_listener =
+                    mocks::bind(cfg.http_addr, "the ingress", "HTTP_ADDR").await?;
+                let mocks = bind_mocks(cfg, &running.shutdown, &mut running.tasks).await?;
+                startup::consumers(
+                    cfg,
+                    bus.clone(),
+                    db.clone(),
+                    &[],
+                    &running.shutdown,
+                    &mut running.tasks,
+                )
+                .await?;
+                let url = startup::ingress(
+                    cfg,
+                    bus,
+                    db,
+                    ingress_listener,
+                    running.shutdown.clone(),
+                    &mut running.tasks,
+                )
+                .await?;
+                println!(
+                    "\nihub dev is running\n  ingress        {url}\n  operator mock  {}\n  \
+                     RGS mock       {}\n  consumers      {}\nctrl-c stops it; the README has \
+                     curl examples.",
+                    mocks.operator_url,
+                    mocks.rgs_url,
+                    crate::consumers::ALL.join(", ")
+                );
+                anyhow::Ok(())
+            }
+            .await;
+            running.finish(started).await
+        }
+        Command::Dlq { command } => {
+            let bus = Bus::connect(&cfg.nats_url, &cfg.nats_prefix, "ihub-dlq").await?;
+            dlq_command(&bus, command).await
+        }
+        Command::Sign {
+            body,
+            secret,
+            timestamp,
+        } => {
+            let body = if body == "-" {
+                let mut text = String::new();
+                std::io::stdin().read_to_string(&mut text)?;
+                text
+            } else {
+                body
+            };
+            let value: serde_json::Value = serde_json::from_str(&body)
+                .map_err(|err| anyhow::anyhow!("--body is not JSON: {err}"))?;
+            let secret = secret.filter(|s| !s.is_empty()).unwrap_or_else(|| {
+                eprintln!("(signing with the demo secret of `ihub dev`; set WALLET_HMAC_SECRET for another hub)");
+                SecretVar::WalletHmac.demo_value().to_string()
+            });
+            let signer = TimestampedHmac::new(Secret::new(secret), cfg.signature_tolerance);
+            let timestamp = timestamp.unwrap_or_else(unix_now);
+            println!("X-Timestamp: {timestamp}");
+            println!(
+                "X-Signature: {}",
+                signer.sign(timestamp, &canonical_json(&value))
+            );
+            Ok(())
+        }
+        Command::Bench(args) => bench::run(&cfg, args).await,
+    }
+}
+
+async fn bind_mocks(
+    cfg: &Config,
+    shutdown: &CancellationToken,
+    tasks: &mut Tasks,
+) -> anyhow::Result<startup::Mocks> {
+    let operator = mocks::bind(
+        cfg.mocks.operator_addr,
+        "the operator mock",
+        "OPERATOR_MOCK_ADDR",
+    )
+    .await?;
+    let rgs = mocks::bind(cfg.mocks.rgs_addr, "the RGS mock", "RGS_MOCK_ADDR").await?;
+    startup::mocks(cfg, operator, rgs, shutdown, tasks)
+}
+
+/// A long-lived command: telemetry, one shutdown token (SIGTERM, ctrl-c), and its tasks.
+struct Running {
+    cfg: Arc<Config>,
+    telemetry: telemetry::Telemetry,
+    shutdown: CancellationToken,
+    tasks: Tasks,
+}
+
+impl Running {
+    fn start(cfg: Config, command: &str) -> anyhow::Result<Self> {
+        let service = cfg
+            .service_name
+            .clone()
+            .unwrap_or_else(|| format!("ihub-{command}"));
+        let telemetry = telemetry::init(
+            &service,
+            cfg.otlp_endpoint.as_deref(),
+            telemetry::Logs::Stderr,
+        )?;
+        Ok(Self {
+            cfg: Arc::new(cfg),
+            telemetry,
+            shutdown: shutdown::on_signal(),
+            tasks: Tasks::new(),
+        })
+    }
+
+    /// Supervises the tasks until they stop (or stops them at once when starting failed),
+    /// then flushes spans.
+    async fn finish(self, started: anyhow::Result<()>) -> anyhow::Result<()> {
+        if started.is_err() {
+            self.shutdown.cancel();
+        }
+        let supervised = startup::supervise(self.tasks, self.shutdown).await;
+        self.telemetry.shutdown().await;
+        started.and(supervised)
+    }
+}
+
+async fn dlq_command(bus: &Bus, command: DlqCommand) -> anyhow::Result<()> {
+    match command {
+        DlqCommand::List { consumer, json } => {
+            let letters = dlq::list(bus, consumer.as_deref()).await?;
+            if json {
+                for letter in &letters {
+                    println!("{}", serde_json::to_string(letter)?);
+                }
+                return Ok(());
+            }
+            if letters.is_empty() {
+                println!("the DLQ is empty");
+                return Ok(());
+            }
+            println!(
+                "{:>6}  {:<18} {:<28} {:>5}  {:<25}  error",
+                "seq", "consumer", "original subject", "tries", "failed at"
+            );
+            for l in &letters {
+                println!(
+                    "{:>6}  {:<18} {:<28} {:>5}  {:<25}  {}",
+                    l.seq,
+                    l.consumer,
+                    l.original_subject,
+                    l.deliveries.map_or("?".into(), |d| d.to_string()),
+                    l.failed_at,
+                    l.error
+                );
+            }
+            println!(
+                "{} dead letter(s); `ihub dlq show SEQ` for one, `ihub dlq replay SEQ` to retry it",
+                letters.len()
+            );
+            Ok(())
+        }
+        DlqCommand::Show { seq } => {
+            let letter = dlq::show(bus, seq).await?;
+            println!("seq:              {}", letter.seq);
+            println!("consumer:         {}", letter.consumer);
+            println!("original subject: {}", letter.original_subject);
+            println!(
+                "original:         stream {} seq {}",
+                letter.original_stream,
+                letter.original_seq.map_or("?".into(), |s| s.to_string())
+            );
+            println!(
+                "deliveries:       {}",
+                letter.deliveries.map_or("?".into(), |d| d.to_string())
+            );
+            println!("failed at:        {}", letter.failed_at);
+            println!("error:            {}", letter.error);
+            println!("headers:");
+            for (name, value) in &letter.headers {
+                println!("  {name}: {value}");
+            }
+            println!("payload:\n{}", letter.payload);
+            Ok(())
+        }
+        DlqCommand::Replay { seq, all, consumer } => {
+            let seqs: Vec<u64> = if all {
+                dlq::list(bus, consumer.as_deref())
+                    .await?
+                    .into_iter()
+                    .map(|l| l.seq)
+                    .collect()
+            } else {
+                seq.into_iter().collect()
+            };
+            if seqs.is_empty() {
+                println!("nothing to replay");
+            }
+            let total = seqs.len();
+            for (i, seq) in seqs.into_iter().enumerate() {
+                let new_seq = dlq::replay(bus, seq).await?;
+                println!(
+                    "[{}/{total}] replayed dead letter {seq} (now stream sequence {new_seq})",
+                    i + 1
+                );
+            }
+            bus.client.flush().await?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Outbound HTTP: one client per process, calls that carry the trace, and the one rule for
+//! what a partner's answer means (success, retry, permanent).
+
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+use tracing::Instrument;
+
+use crate::runtime::Failure;
+
+/// TLS uses ring (shared with async-nats); it must be installed before any client is built.
+pub fn install_crypto() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// The client for partner calls: bounded by `timeout`, never following redirects.
+pub fn client(timeout: Duration) -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("ihub/", env!("CARGO_PKG_VERSION")))
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("the HTTP client configuration is valid")
+}
+
+/// What a partner call came to.
+#[derive(Debug)]
+pub struct Response {
+    pub status: Option<u16>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub duration: Duration,
+    /// Transport error (connect, timeout), when there was no HTTP answer.
+    pub error: Option<String>,
+}
+
+/// What an answer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Success,
+    Retry,
+    Permanent,
+}
+
+impl Response {
+    fn transport(error: String, duration: Duration) -> Self {
+        Response {
+            status: None,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            duration,
+            error: Some(error),
+        }
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        match self.status {
+            None => Verdict::Retry,
+            Some(200..=299) => Verdict::Success,
+            Some(408 | 429) | Some(500..=599) => Verdict::Retry,
+            Some(_) => Verdict::Permanent,
+        }
+    }
+
+    /// `Retry-After` in seconds or as an HTTP date.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let value = self.headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+        if let Ok(secs) = value.parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+        (when.with_timezone(&chrono::Utc) - chrono::Utc::now())
+            .to_std()
+            .ok()
+    }
+
+    /// A one-line description for logs and attempt records (body truncated).
+    pub fn describe(&self) -> String {
+        match (&self.error, self.status) {
+            (Some(err), _) => err.clone(),
+            (None, Some(status)) => {
+                let body = String::from_utf8_lossy(&self.body);
+                let body: String = body.chars().take(300).collect();
+                format!("HTTP {status}: {}", body.trim())
+            }
+            (None, None) => "no response".into(),
+        }
+    }
+
+    /// The failure the runtime should act on, for anything but success.
+    pub fn failure(&self) -> Failure {
+        match self.verdict() {
+            Verdict::Permanent => Failure::permanent(self.describe()),
+            _ => Failure::Retry {
+                error: self.describe(),
+                retry_after: self.retry_after(),
+            },
+        }
+    }
+
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+/// Sends `request` inside a client span, with the trace's `traceparent`; never fails, the
+/// transport error is in the response.
+pub async fn send(target: &str, request: reqwest::RequestBuilder) -> Response {
+    let (client, built) = request.build_split();
+    let mut request = match built {
+        Ok(request) => request,
+        Err(err) => {
+            return Response::transport(
+                format!("could not build the request: {err}"),
+                Duration::ZERO,
+            );
+        }
+    };
+    let span = tracing::info_span!(
+        "partner call",
+        otel.name = format!("{} {target}", request.method()),
+        otel.kind = "client",
+        http.request.method = %request.method(),
+        url.full = %request.url(),
+        peer.service = target,
+        http.response.status_code = tracing::field::Empty,
+    );
+    async move {
+        if let Some(tp) = crate::telemetry::traceparent()
+            && let Ok(value) = HeaderValue::from_str(&tp)
+        {
+            request
+                .headers_mut()
+                .insert(crate::telemetry::TRACEPARENT, value);
+        }
+        let started = Instant::now();
+        let response = match client.execute(request).await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                tracing::Span::current().record("http.response.status_code", status);
+                let headers = resp.headers().clone();
+                match resp.bytes().await {
+                    Ok(body) => Response {
+                        status: Some(status),
+                        headers,
+                        body,
+                        duration: started.elapsed(),
+                        error: None,
+                    },
+                    Err(err) => Response::transport(
+                        format!("reading the body failed: {err}"),
+                        started.elapsed(),
+                    ),
+                }
+            }
+            Err(err) => Response::transport(transport_error(&err), started.elapsed()),
+        };
+        tracing::debug!(
+            status = ?response.status,
+            ms = response.duration.as_millis() as u64,
+            "partner answered"
+        );
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+fn transport_error(err: &reqwest::Error) -> String {
+    if err.is_timeout() {
+        "timed out".into()
+    } else if err.is_connect() {
+        format!("connection failed: {err}")
+    } else {
+        format!("request failed: {err}")
+    }
+}

@@ -1,0 +1,197 @@
+//! NATS: connecting, names (with the isolating prefix), provisioning from `nats/`, publishing.
+
+pub mod headers;
+pub mod provision;
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use async_nats::jetstream::{self, context::PublishAckFuture};
+use async_nats::{Client, HeaderMap};
+use bytes::Bytes;
+
+/// Stream, subject and bucket names under an optional prefix, so that tests (or tenants) share a
+/// server without seeing each other: with prefix `t1`, stream `INBOUND` is `t1_INBOUND` and
+/// subject `in.wallet.debit` is `t1.in.wallet.debit`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Names {
+    prefix: String,
+}
+
+impl Names {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn stream(&self, base: &str) -> String {
+        self.join(base, '_')
+    }
+
+    pub fn subject(&self, base: &str) -> String {
+        self.join(base, '.')
+    }
+
+    pub fn kv_bucket(&self, base: &str) -> String {
+        self.join(base, '_')
+    }
+
+    /// `subject` without this prefix (as stages see it).
+    pub fn unprefixed<'a>(&self, subject: &'a str) -> &'a str {
+        if self.prefix.is_empty() {
+            return subject;
+        }
+        subject
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .unwrap_or(subject)
+    }
+
+    fn join(&self, base: &str, separator: char) -> String {
+        if self.prefix.is_empty() {
+            base.to_string()
+        } else {
+            format!("{}{separator}{base}", self.prefix)
+        }
+    }
+}
+
+/// Connects, and says clearly where it looked and what to do when nothing answers there.
+pub async fn connect(url: &str, client_name: &str) -> anyhow::Result<Client> {
+    let client = async_nats::ConnectOptions::new()
+        .name(client_name)
+        .connection_timeout(Duration::from_secs(3))
+        .connect(url)
+        .await
+        .map_err(|err| {
+            anyhow::anyhow!(
+                "NATS not reachable at {url} ({err}): start it with `nats-server -js` \
+                 (Debian: `apt-get install -y nats-server`), or set NATS_URL"
+            )
+        })?;
+    // JetStream answers $JS.API.INFO; a server started without -js has no responder.
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        client.request("$JS.API.INFO", Bytes::new()),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(client),
+        Ok(Err(err)) if err.kind() == async_nats::RequestErrorKind::NoResponders => {
+            bail!("NATS at {url} has JetStream disabled: restart it with `nats-server -js`")
+        }
+        Ok(Err(err)) => bail!("NATS at {url} did not answer a JetStream request: {err}"),
+        Err(_) => bail!("NATS at {url} did not answer a JetStream request within 3 s"),
+    }
+}
+
+/// A connection plus the names it publishes under: what ingress, consumers and tools share.
+#[derive(Clone)]
+pub struct Bus {
+    pub client: Client,
+    pub js: jetstream::Context,
+    pub names: Names,
+}
+
+impl Bus {
+    pub fn new(client: Client, names: Names) -> Self {
+        let js = jetstream::new(client.clone());
+        Self { client, js, names }
+    }
+
+    pub async fn connect(url: &str, prefix: &str, client_name: &str) -> anyhow::Result<Self> {
+        Ok(Self::new(
+            connect(url, client_name).await?,
+            Names::new(prefix),
+        ))
+    }
+
+    /// Publishes to `subject` (unprefixed) with the current trace context and, when given, a
+    /// `Nats-Msg-Id` for the stream's duplicate window; resolves when the stream has stored it.
+    pub async fn publish(
+        &self,
+        subject: &str,
+        msg_id: Option<&str>,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> anyhow::Result<jetstream::publish::PublishAck> {
+        self.start_publish(subject, msg_id, headers, payload)
+            .await?
+            .await
+            .with_context(|| format!("JetStream did not store the message on {subject}"))
+    }
+
+    /// Sends the publish; the returned future resolves to the stream's ack.
+    pub async fn start_publish(
+        &self,
+        subject: &str,
+        msg_id: Option<&str>,
+        mut headers: HeaderMap,
+        payload: Bytes,
+    ) -> anyhow::Result<PublishAckFuture> {
+        crate::telemetry::inject_nats(&mut headers);
+        if let Some(id) = msg_id {
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+        }
+        self.js
+            .publish_with_headers(self.names.subject(subject), headers, payload)
+            .await
+            .with_context(|| format!("could not publish to {subject}"))
+    }
+
+    /// Fire-and-forget core publish (no stream), for replies to waiting requests.
+    pub async fn notify(&self, subject: &str, payload: Bytes) {
+        if let Err(err) = self
+            .client
+            .publish(self.names.subject(subject), payload)
+            .await
+        {
+            tracing::debug!(%err, subject, "notify failed");
+        }
+    }
+
+    pub async fn stream(&self, base: &str) -> anyhow::Result<jetstream::stream::Stream> {
+        let name = self.names.stream(base);
+        self.js
+            .get_stream(&name)
+            .await
+            .with_context(|| format!("stream {name} not found: run `ihub setup` first"))
+    }
+
+    pub async fn kv(&self, base: &str) -> anyhow::Result<jetstream::kv::Store> {
+        let bucket = self.names.kv_bucket(base);
+        self.js
+            .get_key_value(&bucket)
+            .await
+            .with_context(|| format!("KV bucket {bucket} not found: run `ihub setup` first"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_without_prefix_are_the_documented_ones() {
+        let names = Names::default();
+        assert_eq!(names.stream("INBOUND"), "INBOUND");
+        assert_eq!(names.subject("in.wallet.debit"), "in.wallet.debit");
+        assert_eq!(names.kv_bucket("idempotency"), "idempotency");
+        assert_eq!(names.unprefixed("in.wallet.debit"), "in.wallet.debit");
+    }
+
+    #[test]
+    fn a_prefix_isolates_every_name() {
+        let names = Names::new("t1");
+        assert_eq!(names.stream("INBOUND"), "t1_INBOUND");
+        assert_eq!(names.subject("in.wallet.debit"), "t1.in.wallet.debit");
+        assert_eq!(names.kv_bucket("idempotency"), "t1_idempotency");
+        assert_eq!(names.unprefixed("t1.in.wallet.debit"), "in.wallet.debit");
+        assert_eq!(names.unprefixed("t10.in.x"), "t10.in.x");
+    }
+}

@@ -1,0 +1,107 @@
+use std::time::Duration;
+
+/// The longest `Retry-After` honoured; a partner asking for more is retried after this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// When to try a delivery target again, and how often at most.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// `base`, `2·base`, `4·base`, … capped at `max`, for `attempts` attempts in all.
+    Exponential {
+        base: Duration,
+        max: Duration,
+        attempts: u32,
+    },
+    /// Attempt *n* at `offsets[n-1]` from the first attempt (so `offsets[0]` is 0).
+    Offsets(Vec<Duration>),
+}
+
+impl Schedule {
+    pub fn attempts(&self) -> u32 {
+        match self {
+            Schedule::Exponential { attempts, .. } => *attempts,
+            Schedule::Offsets(offsets) => offsets.len().max(1) as u32,
+        }
+    }
+
+    /// The pause after attempt `delivered` failed, before jitter.
+    pub fn delay_after(&self, delivered: u64) -> Duration {
+        match self {
+            Schedule::Exponential { base, max, .. } => {
+                let doublings = delivered.saturating_sub(1).min(32) as u32;
+                base.saturating_mul(2u32.saturating_pow(doublings))
+                    .min(*max)
+            }
+            Schedule::Offsets(offsets) => {
+                let n = delivered as usize;
+                match (offsets.get(n.saturating_sub(1)), offsets.get(n)) {
+                    (Some(this), Some(next)) => next.saturating_sub(*this),
+                    _ => offsets.last().copied().unwrap_or_default(),
+                }
+            }
+        }
+    }
+
+    /// The pause before the next attempt: the schedule's (plus up to 20 % jitter, so retries
+    /// of many messages spread out), or the partner's `Retry-After` when that is longer.
+    pub fn next_delay(&self, delivered: u64, retry_after: Option<Duration>) -> Duration {
+        let planned = jitter(self.delay_after(delivered));
+        match retry_after {
+            Some(asked) => planned.max(asked.min(MAX_RETRY_AFTER)),
+            None => planned,
+        }
+    }
+}
+
+fn jitter(delay: Duration) -> Duration {
+    delay.mul_f64(1.0 + rand::random_range(0.0..0.2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn exponential_doubles_up_to_the_cap() {
+        let s = Schedule::Exponential {
+            base: MS(100),
+            max: MS(500),
+            attempts: 6,
+        };
+        let delays: Vec<_> = (1..=5).map(|n| s.delay_after(n)).collect();
+        assert_eq!(delays, [MS(100), MS(200), MS(400), MS(500), MS(500)]);
+        assert_eq!(s.attempts(), 6);
+    }
+
+    #[test]
+    fn offsets_give_the_gaps_between_attempts() {
+        let s = Schedule::Offsets([0, 2, 6, 12].map(Duration::from_secs).to_vec());
+        assert_eq!(s.attempts(), 4);
+        assert_eq!(s.delay_after(1), Duration::from_secs(2));
+        assert_eq!(s.delay_after(2), Duration::from_secs(4));
+        assert_eq!(s.delay_after(3), Duration::from_secs(6));
+    }
+
+    #[test]
+    fn jitter_only_lengthens_and_retry_after_wins_when_longer() {
+        let s = Schedule::Exponential {
+            base: MS(100),
+            max: MS(100),
+            attempts: 3,
+        };
+        for _ in 0..100 {
+            let d = s.next_delay(1, None);
+            assert!(d >= MS(100) && d < MS(120), "{d:?}");
+        }
+        assert_eq!(
+            s.next_delay(1, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            s.next_delay(1, Some(Duration::from_secs(86_400))),
+            MAX_RETRY_AFTER
+        );
+    }
+}

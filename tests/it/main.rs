@@ -1,0 +1,7 @@
+//! Integration tests against real NATS (JetStream) and Postgres; partners are the mocks.
+
+mod support;
+
+mod processes;
+mod runtime;
+mod wallet;
