@@ -81,52 +81,62 @@ impl DeliverOperator {
         response: Option<&http_client::Response>,
     ) -> StageResult {
         let id = command.transaction_id;
-        let mut tx = self.deps.db.begin().await?;
-        if let Some(response) = response {
-            record_attempt(
-                &mut *tx,
-                "operator",
-                &id.to_string(),
-                delivery.delivered,
-                response,
-            )
-            .await?;
-        }
-        let outcome = record_outcome(&mut tx, id, outcome).await?;
-        let webhook = RgsWebhook {
-            id: RgsWebhook::id_for(id, outcome.status),
-            event: format!("transaction.{}", outcome.status.as_str()),
-            transaction_id: id,
-            kind: command.kind,
-            status: outcome.status,
-            player_id: command.player_id.clone(),
-            amount: command.amount,
-            currency: command.currency,
-            balance: outcome.balance,
-            operator_transaction_id: outcome.operator_transaction_id.clone(),
-            reason: outcome.reason.clone(),
-            round_id: command.round_id.clone(),
-            game_id: command.game_id.clone(),
-            occurred_at: chrono::Utc::now(),
-        };
-        let webhook_pending: bool = sqlx::query_scalar(
-            "WITH inserted AS (
-                 INSERT INTO rgs_webhooks (id, transaction_id, payload) VALUES ($1, $2, $3)
+        let webhook = webhook_for(command, &outcome);
+        // One statement, one commit: the call's attempt, the transaction with its outcome
+        // (inserted whole, so it does not depend on the stage's early row), and the webhook
+        // to send. The outcome only replaces `pending` or `failed`.
+        let recorded: (bool, bool) = sqlx::query_as(
+            "WITH attempt AS (
+                 INSERT INTO delivery_attempts
+                     (target, subject_id, attempt, status_code, error, duration_ms)
+                 SELECT 'operator', $1::text, $13, $14, $15, $16 WHERE $17
+             ), outcome AS (
+                 INSERT INTO wallet_transactions
+                     (id, kind, player_id, amount_minor, currency, round_id, game_id,
+                      status, balance_minor, operator_transaction_id, reason, trace_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                 ON CONFLICT (id) DO UPDATE
+                 SET status = EXCLUDED.status, balance_minor = EXCLUDED.balance_minor,
+                     operator_transaction_id = EXCLUDED.operator_transaction_id,
+                     reason = EXCLUDED.reason, updated_at = now()
+                 WHERE wallet_transactions.status IN ('pending', 'failed')
+                 RETURNING id
+             ), webhook AS (
+                 INSERT INTO rgs_webhooks (id, transaction_id, payload)
+                 SELECT $18, id, $19 FROM outcome
                  ON CONFLICT (id) DO NOTHING
-                 RETURNING status)
-             SELECT status = 'pending' FROM inserted
-             UNION ALL
-             SELECT status = 'pending' FROM rgs_webhooks WHERE id = $1
-             LIMIT 1",
+                 RETURNING id
+             )
+             SELECT EXISTS (SELECT 1 FROM outcome), EXISTS (SELECT 1 FROM webhook)",
         )
-        .bind(webhook.id)
         .bind(id)
+        .bind(command.kind.as_str())
+        .bind(command.player_id.as_str())
+        .bind(command.amount.minor())
+        .bind(command.currency.code())
+        .bind(&command.round_id)
+        .bind(&command.game_id)
+        .bind(outcome.status.as_str())
+        .bind(outcome.balance)
+        .bind(&outcome.operator_transaction_id)
+        .bind(&outcome.reason)
+        .bind(crate::telemetry::current_trace_id())
+        .bind(delivery.delivered as i32)
+        .bind(response.and_then(|r| r.status).map(i32::from))
+        .bind(response.and_then(|r| (r.status.is_none_or(|s| s >= 300)).then(|| r.describe())))
+        .bind(response.map_or(0, |r| r.duration.as_millis() as i32))
+        .bind(response.is_some())
+        .bind(webhook.id)
         .bind(sqlx::types::Json(&webhook))
-        .fetch_one(&mut *tx)
+        .fetch_one(&self.deps.db)
         .await?;
-        tx.commit().await?;
 
-        if webhook_pending {
+        let (outcome, webhook, send_webhook) = match recorded {
+            (true, created) => (outcome, webhook, created),
+            // Already final (a redelivery after a crash, a duplicate): what stands is told again.
+            (false, _) => self.stored(command).await?,
+        };
+        if send_webhook {
             self.deps
                 .bus
                 .publish(
@@ -158,67 +168,83 @@ impl DeliverOperator {
         tracing::debug!(transaction_id = %id, status = outcome.status.as_str(), "wallet outcome");
         Ok(())
     }
+
+    /// The outcome already recorded for the command's transaction, its webhook, and whether
+    /// that webhook still has to be sent.
+    async fn stored(
+        &self,
+        command: &OperatorCommand,
+    ) -> Result<(Outcome, RgsWebhook, bool), Failure> {
+        #[derive(sqlx::FromRow)]
+        struct Stored {
+            status: String,
+            balance_minor: Option<i64>,
+            operator_transaction_id: Option<String>,
+            reason: Option<String>,
+        }
+        let id = command.transaction_id;
+        let stored: Stored = sqlx::query_as(
+            "SELECT status, balance_minor, operator_transaction_id, reason
+             FROM wallet_transactions WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&self.deps.db)
+        .await?;
+        let status = match stored.status.as_str() {
+            "completed" => Status::Completed,
+            "rejected" => Status::Rejected,
+            "failed" => Status::Failed,
+            other => return Err(Failure::retry(format!("transaction {id} is {other}"))),
+        };
+        let outcome = Outcome {
+            transaction_id: id,
+            status,
+            balance: stored.balance_minor,
+            operator_transaction_id: stored.operator_transaction_id,
+            reason: stored.reason,
+        };
+        let webhook = webhook_for(command, &outcome);
+        let pending: bool = sqlx::query_scalar(
+            "WITH inserted AS (
+                 INSERT INTO rgs_webhooks (id, transaction_id, payload) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO NOTHING
+                 RETURNING status)
+             SELECT status = 'pending' FROM inserted
+             UNION ALL
+             SELECT status = 'pending' FROM rgs_webhooks WHERE id = $1
+             LIMIT 1",
+        )
+        .bind(webhook.id)
+        .bind(id)
+        .bind(sqlx::types::Json(&webhook))
+        .fetch_one(&self.deps.db)
+        .await?;
+        Ok((outcome, webhook, pending))
+    }
+}
+
+fn webhook_for(command: &OperatorCommand, outcome: &Outcome) -> RgsWebhook {
+    RgsWebhook {
+        id: RgsWebhook::id_for(command.transaction_id, outcome.status),
+        event: format!("transaction.{}", outcome.status.as_str()),
+        transaction_id: command.transaction_id,
+        kind: command.kind,
+        status: outcome.status,
+        player_id: command.player_id.clone(),
+        amount: command.amount,
+        currency: command.currency,
+        balance: outcome.balance,
+        operator_transaction_id: outcome.operator_transaction_id.clone(),
+        reason: outcome.reason.clone(),
+        round_id: command.round_id.clone(),
+        game_id: command.game_id.clone(),
+        occurred_at: chrono::Utc::now(),
+    }
 }
 
 /// Where the ingress waits for the outcome of transaction `id` (core NATS, not a stream).
 pub fn outcome_subject(id: Uuid) -> String {
     format!("reply.wallet.{id}")
-}
-
-/// Moves the transaction to its outcome unless one is recorded already; returns what stands.
-async fn record_outcome(
-    tx: &mut sqlx::PgConnection,
-    id: Uuid,
-    outcome: Outcome,
-) -> Result<Outcome, Failure> {
-    let updated = sqlx::query(
-        "UPDATE wallet_transactions
-         SET status = $2, balance_minor = $3, operator_transaction_id = $4, reason = $5,
-             updated_at = now()
-         WHERE id = $1 AND status IN ('pending', 'failed')",
-    )
-    .bind(id)
-    .bind(outcome.status.as_str())
-    .bind(outcome.balance)
-    .bind(&outcome.operator_transaction_id)
-    .bind(&outcome.reason)
-    .execute(&mut *tx)
-    .await?;
-    if updated.rows_affected() == 1 {
-        return Ok(outcome);
-    }
-    #[derive(sqlx::FromRow)]
-    struct Stored {
-        status: String,
-        balance_minor: Option<i64>,
-        operator_transaction_id: Option<String>,
-        reason: Option<String>,
-    }
-    let stored: Option<Stored> = sqlx::query_as(
-        "SELECT status, balance_minor, operator_transaction_id, reason
-         FROM wallet_transactions WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(stored) = stored else {
-        return Err(Failure::retry(format!(
-            "transaction {id} is not recorded yet"
-        )));
-    };
-    let status = match stored.status.as_str() {
-        "completed" => Status::Completed,
-        "rejected" => Status::Rejected,
-        "failed" => Status::Failed,
-        _ => Status::Pending,
-    };
-    Ok(Outcome {
-        transaction_id: id,
-        status,
-        balance: stored.balance_minor,
-        operator_transaction_id: stored.operator_transaction_id,
-        reason: stored.reason,
-    })
 }
 
 impl Stage for DeliverOperator {

@@ -2,7 +2,7 @@
 //! signed like the RGS's own requests, recording every attempt; retried with doubling backoff
 //! up to its attempt limit, then dead-lettered.
 
-use super::{Deps, record_attempt};
+use super::Deps;
 use crate::config::SecretVar;
 use crate::domain::wallet::RgsWebhook;
 use crate::http_client::{self, Verdict};
@@ -50,17 +50,14 @@ impl Stage for DeliverRgs {
         let response = http_client::send("rgs", request.body(canonical)).await;
         let success = response.verdict() == Verdict::Success;
 
-        let mut tx = self.deps.db.begin().await?;
-        record_attempt(
-            &mut *tx,
-            "rgs",
-            &webhook.transaction_id.to_string(),
-            delivery.delivered,
-            &response,
-        )
-        .await?;
+        // The attempt and the webhook's new state, in one statement.
         sqlx::query(
-            "UPDATE rgs_webhooks
+            "WITH attempt AS (
+                 INSERT INTO delivery_attempts
+                     (target, subject_id, attempt, status_code, error, duration_ms)
+                 VALUES ('rgs', $4, $5, $6, $2, $7)
+             )
+             UPDATE rgs_webhooks
              SET attempts = attempts + 1,
                  last_error = $2,
                  status = CASE WHEN $3 THEN 'delivered' ELSE status END,
@@ -71,9 +68,12 @@ impl Stage for DeliverRgs {
         .bind(webhook.id)
         .bind((!success).then(|| response.describe()))
         .bind(success)
-        .execute(&mut *tx)
+        .bind(webhook.transaction_id.to_string())
+        .bind(delivery.delivered as i32)
+        .bind(response.status.map(i32::from))
+        .bind(response.duration.as_millis() as i32)
+        .execute(&self.deps.db)
         .await?;
-        tx.commit().await?;
 
         if success {
             Ok(())

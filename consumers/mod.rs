@@ -6,12 +6,18 @@
 //! | `stage-wallet` | INBOUND | `in.wallet.>` | records debits/credits, commands the operator call; records operator callbacks |
 //! | `deliver-operator` | OUTBOUND | `out.operator.>` | calls the operator wallet, records the outcome, commands the RGS webhook |
 //! | `deliver-rgs` | OUTBOUND | `out.rgs.>` | delivers outcome webhooks to the RGS |
+//! | `stage-wavegate` | INBOUND | `in.wavegate.>` | records accepted orders, commands ticketing; records refused calls |
+//! | `deliver-ticketing` | OUTBOUND | `out.ticketing.>` | sends orders to ticketing, stores tickets, commands the callback |
+//! | `deliver-ota-callback` | OUTBOUND | `out.ota.>` | calls the partner's `callback_url` back |
 //!
 //! [`Stage`]: crate::runtime::Stage
 
 pub mod deliver_operator;
+pub mod deliver_ota_callback;
 pub mod deliver_rgs;
+pub mod deliver_ticketing;
 pub mod stage_wallet;
+pub mod stage_wavegate;
 
 use std::sync::Arc;
 
@@ -27,7 +33,14 @@ use crate::nats::Bus;
 use crate::runtime::{self, Schedule, Spec};
 
 /// Every consumer, in pipeline order.
-pub const ALL: [&str; 3] = ["stage-wallet", "deliver-operator", "deliver-rgs"];
+pub const ALL: [&str; 6] = [
+    "stage-wallet",
+    "deliver-operator",
+    "deliver-rgs",
+    "stage-wavegate",
+    "deliver-ticketing",
+    "deliver-ota-callback",
+];
 
 /// What consumers share.
 #[derive(Clone)]
@@ -121,10 +134,58 @@ pub fn spawn(
                 Arc::new(deliver_rgs::DeliverRgs::new(deps.clone())?),
                 stop,
             )),
+            "stage-wavegate" => tasks.spawn(runtime::run(
+                bus,
+                Spec {
+                    breaker: None,
+                    ..deps.spec("stage-wavegate", "INBOUND", stage_schedule())
+                },
+                Arc::new(stage_wavegate::StageWaveGate::new(deps.clone())),
+                stop,
+            )),
+            "deliver-ticketing" => tasks.spawn(runtime::run(
+                bus,
+                deps.spec(
+                    "deliver-ticketing",
+                    "OUTBOUND",
+                    deps.cfg.wavegate.retry.clone(),
+                ),
+                Arc::new(deliver_ticketing::DeliverTicketing::new(deps.clone())),
+                stop,
+            )),
+            // Every partner has its own callback host: one partner's dead endpoint must not
+            // open a breaker for all of them.
+            "deliver-ota-callback" => tasks.spawn(runtime::run(
+                bus,
+                Spec {
+                    breaker: None,
+                    concurrency: deps.cfg.wavegate.callback_concurrency,
+                    ..deps.spec(
+                        "deliver-ota-callback",
+                        "OUTBOUND",
+                        deps.cfg.wavegate.retry.clone(),
+                    )
+                },
+                Arc::new(deliver_ota_callback::DeliverOtaCallback::new(deps.clone())),
+                stop,
+            )),
             other => unreachable!("{other} passed select()"),
         };
     }
     Ok(())
+}
+
+/// The headers of every WaveGate call: the order's trace id (also the idempotency key), its
+/// partner and its external id.
+fn wavegate_headers(
+    request: reqwest::RequestBuilder,
+    order: &crate::domain::wavegate::Order,
+) -> reqwest::RequestBuilder {
+    request
+        .header("x-trace-id", order.trace_id.to_string())
+        .header("x-origin-partner-id", order.partner_id.as_str())
+        .header("x-external-order-id", order.external_order_id.as_str())
+        .header("idempotency-key", order.trace_id.to_string())
 }
 
 /// Appends one partner call to the shared attempt log.

@@ -21,12 +21,16 @@ impl StageWallet {
 
     async fn requested(&self, delivery: &Delivery) -> StageResult {
         let event: Requested = delivery.json()?;
-        // A redelivery finds the row and changes nothing; the command below is published again
-        // (the stream drops the duplicate by its id) so a crash between the two loses nothing.
+        // The pending row shows the transaction in flight. It is committed asynchronously (no
+        // wait for the WAL flush, off the path to the operator): the outcome write inserts the
+        // whole row anyway, so losing this one in a crash loses nothing. A redelivery finds the
+        // row and changes nothing; the command is published again and the stream drops the
+        // duplicate by its id, so a crash between the two loses nothing either.
         sqlx::query(
             "INSERT INTO wallet_transactions
                  (id, kind, player_id, amount_minor, currency, round_id, game_id, trace_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8
+             FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(event.transaction_id)

@@ -3,9 +3,10 @@
 //! 1. Raw baseline: plain JetStream publishes (256 bytes) with each ack awaited, at the chosen
 //!    concurrency, to a scratch stream on the same server.
 //! 2. Acceptance: signed debits as fast as `concurrency` callers can send them; accepted
-//!    requests/s and the ingress's p50/p99.
-//! 3. End to end: debits at half the accepted rate (open loop); p50/p99 from the ingress
-//!    accepting to the operator mock receiving the withdraw (read from its transaction list).
+//!    requests/s and the ingress's p50/p99. Meanwhile the consumers work flat out: what reaches
+//!    the operator per second is the rate the whole hub sustains on this machine.
+//! 3. End to end: debits at half that sustainable rate (open loop); p50/p99 from sending the
+//!    request to the operator mock receiving the withdraw (read from its transaction list).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,9 +41,22 @@ pub struct Args {
     /// Requests/s for the end-to-end phase (default: half the measured acceptance rate).
     #[arg(long)]
     pub e2e_rate: Option<f64>,
+    /// Phases to run: raw, accept, e2e (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "raw,accept,e2e")]
+    pub phases: Vec<Phase>,
     /// Signing secret; defaults to WALLET_HMAC_SECRET, else the demo secret of `ihub dev`.
     #[arg(long, env = "WALLET_HMAC_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    /// Plain JetStream publishes, each ack awaited.
+    Raw,
+    /// Signed debits as fast as the callers can send them.
+    Accept,
+    /// Debits at half the accepted rate, timed to the operator mock.
+    E2e,
 }
 
 /// Latencies in microseconds.
@@ -143,52 +157,99 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
         "ihub bench: concurrency {concurrency}, {} s per phase",
         duration.as_secs()
     );
+    let run = |phase| args.phases.contains(&phase);
+    let mut report = Vec::new();
 
-    println!("[1/3] raw JetStream: publish 256 B and await each ack");
-    let raw_rate = raw_baseline(&bus, concurrency, duration).await?;
-    println!("      {raw_rate:.0} msg/s");
+    let raw_rate = if run(Phase::Raw) {
+        println!("[raw] JetStream: publish 256 B and await each ack, {concurrency} in flight");
+        let rate = raw_baseline(&bus, concurrency, duration).await?;
+        println!("      {rate:.0} msg/s");
+        report.push(format!("  raw JetStream publish+ack   {rate:>8.0} msg/s"));
+        Some(rate)
+    } else {
+        None
+    };
 
-    println!("[2/3] acceptance: signed debits, {concurrency} in flight");
-    let (accepted_rate, mut accept_latency) = closed_loop(&client, concurrency, duration).await?;
-    println!(
-        "      {accepted_rate:.0} accepted/s, p50 {}, p99 {}",
-        ms(accept_latency.percentile(0.50)),
-        ms(accept_latency.percentile(0.99))
-    );
-    wait_for_consumers(&bus).await?;
+    let sustainable = if run(Phase::Accept) {
+        println!("[accept] signed debits, {concurrency} in flight");
+        let started_us = chrono::Utc::now().timestamp_micros();
+        let (rate, mut latency) = closed_loop(&client, concurrency, duration).await?;
+        let ended_us = chrono::Utc::now().timestamp_micros();
+        let (p50, p99) = (latency.percentile(0.50), latency.percentile(0.99));
+        println!(
+            "      {rate:.0} accepted/s, p50 {}, p99 {}",
+            ms(p50),
+            ms(p99)
+        );
+        let ratio = raw_rate.map_or(String::new(), |raw| {
+            format!("   ratio {:.2} of raw", rate / raw.max(1.0))
+        });
+        report.push(format!(
+            "  ingress acceptance          {rate:>8.0} req/s   p50 {}  p99 {}{ratio}",
+            ms(p50),
+            ms(p99)
+        ));
+        // What the consumers finished meanwhile, all of the machine being busy: the rate the
+        // whole hub sustains here.
+        match booked_between(&client.http, &args.operator_url, started_us, ended_us).await {
+            Ok(booked) => {
+                let completed = booked as f64 / duration.as_secs_f64();
+                println!("      {completed:.0}/s reached the operator meanwhile");
+                report.push(format!(
+                    "  completed end to end        {completed:>8.0} req/s   (what the whole hub sustains on this machine)"
+                ));
+                Some(completed)
+            }
+            Err(err) => {
+                println!("      (no end-to-end count: {err:#})");
+                None
+            }
+        }
+    } else {
+        None
+    };
 
-    let e2e_rate = args.e2e_rate.unwrap_or(accepted_rate / 2.0).max(1.0);
-    println!("[3/3] end to end at {e2e_rate:.0} requests/s");
-    let phase_start_us = chrono::Utc::now().timestamp_micros();
-    let sent = open_loop(&client, e2e_rate, duration).await?;
-    wait_for_consumers(&bus).await?;
-    let (mut e2e, missing) =
-        end_to_end(&client.http, &args.operator_url, &sent, phase_start_us).await?;
-    let mut e2e_ingress = Samples(sent.iter().map(|s| s.latency.as_micros() as u64).collect());
+    if run(Phase::E2e) {
+        wait_for_consumers(&bus).await?;
+        let Some(rate) = args.e2e_rate.or(sustainable.map(|r| r / 2.0)) else {
+            bail!("the e2e phase needs --e2e-rate, or the accept phase to measure a rate");
+        };
+        let rate = rate.max(1.0);
+        println!("[e2e] debits at {rate:.0} requests/s, timed to the operator mock");
+        let phase_start_us = chrono::Utc::now().timestamp_micros();
+        let sent = open_loop(&client, rate, duration).await?;
+        wait_for_consumers(&bus).await?;
+        let (mut e2e, missing) =
+            end_to_end(&client.http, &args.operator_url, &sent, phase_start_us).await?;
+        let mut ingress = Samples(sent.iter().map(|s| s.latency.as_micros() as u64).collect());
+        report.push(format!(
+            "  at {rate:.0} req/s{}:",
+            if args.e2e_rate.is_none() {
+                " (half of that)"
+            } else {
+                ""
+            }
+        ));
+        report.push(format!(
+            "    ingress                   p50 {}  p99 {}",
+            ms(ingress.percentile(0.50)),
+            ms(ingress.percentile(0.99))
+        ));
+        report.push(format!(
+            "    end to end                p50 {}  p99 {}   ({} requests, {missing} not seen at the operator)",
+            ms(e2e.percentile(0.50)),
+            ms(e2e.percentile(0.99)),
+            sent.len()
+        ));
+    }
 
-    let ratio = accepted_rate / raw_rate.max(1.0);
-    println!();
-    println!("results (concurrency {concurrency})");
-    println!("  raw JetStream publish+ack   {raw_rate:>8.0} msg/s");
     println!(
-        "  ingress acceptance          {accepted_rate:>8.0} req/s   p50 {}  p99 {}",
-        ms(accept_latency.percentile(0.50)),
-        ms(accept_latency.percentile(0.99))
+        "\nresults (concurrency {concurrency}, {} s per phase)",
+        duration.as_secs()
     );
-    println!(
-        "  ratio                       {ratio:>8.2}         (ceiling 0.5: two JetStream writes per request)"
-    );
-    println!(
-        "  at {e2e_rate:.0} req/s: ingress     p50 {}  p99 {}",
-        ms(e2e_ingress.percentile(0.50)),
-        ms(e2e_ingress.percentile(0.99))
-    );
-    println!(
-        "  at {e2e_rate:.0} req/s: end to end  p50 {}  p99 {}  ({} requests, {missing} not seen at the operator)",
-        ms(e2e.percentile(0.50)),
-        ms(e2e.percentile(0.99)),
-        sent.len()
-    );
+    for line in report {
+        println!("{line}");
+    }
     Ok(())
 }
 
@@ -378,12 +439,11 @@ struct BookedList {
     transactions: Vec<Booked>,
 }
 
-async fn end_to_end(
+async fn booked_since(
     http: &reqwest::Client,
     operator_url: &str,
-    sent: &[Sent],
     since_us: i64,
-) -> anyhow::Result<(Samples, usize)> {
+) -> anyhow::Result<Vec<Booked>> {
     let url = format!(
         "{}/v2/transactions?received_after_us={since_us}",
         operator_url.trim_end_matches('/')
@@ -396,11 +456,32 @@ async fn end_to_end(
         .with_context(|| format!("could not read the operator mock's transactions at {url}"))?
         .json()
         .await?;
-    let received: std::collections::HashMap<String, i64> = list
-        .transactions
-        .into_iter()
-        .map(|t| (t.external_transaction_id, t.received_at_us))
-        .collect();
+    Ok(list.transactions)
+}
+
+/// How many transactions the operator mock received in a time window.
+async fn booked_between(
+    http: &reqwest::Client,
+    operator_url: &str,
+    from_us: i64,
+    to_us: i64,
+) -> anyhow::Result<usize> {
+    let booked = booked_since(http, operator_url, from_us).await?;
+    Ok(booked.iter().filter(|b| b.received_at_us <= to_us).count())
+}
+
+async fn end_to_end(
+    http: &reqwest::Client,
+    operator_url: &str,
+    sent: &[Sent],
+    since_us: i64,
+) -> anyhow::Result<(Samples, usize)> {
+    let received: std::collections::HashMap<String, i64> =
+        booked_since(http, operator_url, since_us)
+            .await?
+            .into_iter()
+            .map(|t| (t.external_transaction_id, t.received_at_us))
+            .collect();
     let mut samples = Samples::default();
     let mut missing = 0;
     for s in sent {

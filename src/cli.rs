@@ -97,6 +97,7 @@ enum DlqCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::http_client::install_crypto();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -117,7 +118,18 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
-    let mut cfg = Config::from_env()?;
+    let mut cfg = match command {
+        // `dev` fills in what the environment leaves unset with its demo settings.
+        Command::Dev => Config::from_lookup(|name| {
+            std::env::var(name).ok().or_else(|| {
+                crate::config::DEV_DEFAULTS
+                    .iter()
+                    .find(|(var, _)| *var == name)
+                    .map(|(_, value)| value.to_string())
+            })
+        })?,
+        _ => Config::from_env()?,
+    };
     match command {
         Command::Setup => {
             startup::setup(&cfg, |line| println!("  {line}")).await?;
@@ -125,7 +137,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ingress => {
-            cfg.require(&[SecretVar::WalletHmac, SecretVar::ReconciliationToken])?;
+            cfg.require(&SecretVar::ALL)?;
             let mut running = Running::start(cfg, "ingress")?;
             let started = async {
                 let cfg = &running.cfg;
@@ -148,6 +160,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Consume { only } => {
             cfg.require(&[SecretVar::WalletHmac])?;
+            // A typo in --only is reported before anything is connected.
+            crate::consumers::select(&only)?;
             let mut running = Running::start(cfg, "consume")?;
             let started = async {
                 let cfg = &running.cfg;
@@ -168,6 +182,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 let mocks = bind_mocks(&running.cfg, &running.shutdown, &mut running.tasks).await?;
                 println!("operator mock on {}", mocks.operator_url);
                 println!("RGS mock on {}", mocks.rgs_url);
+                println!("ticketing mock on {}", mocks.ticketing_url);
+                println!("OTA partner mock on {}", mocks.ota_url);
                 anyhow::Ok(())
             }
             .await;
@@ -207,10 +223,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .await?;
                 println!(
                     "\nihub dev is running\n  ingress        {url}\n  operator mock  {}\n  \
-                     RGS mock       {}\n  consumers      {}\nctrl-c stops it; the README has \
-                     curl examples.",
+                     RGS mock       {}\n  ticketing mock {}\n  OTA mock       {}/callbacks\n  \
+                     consumers      {}\nctrl-c stops it; the README has curl examples.",
                     mocks.operator_url,
                     mocks.rgs_url,
+                    mocks.ticketing_url,
+                    mocks.ota_url,
                     crate::consumers::ALL.join(", ")
                 );
                 anyhow::Ok(())
@@ -258,14 +276,19 @@ async fn bind_mocks(
     shutdown: &CancellationToken,
     tasks: &mut Tasks,
 ) -> anyhow::Result<startup::Mocks> {
-    let operator = mocks::bind(
-        cfg.mocks.operator_addr,
-        "the operator mock",
-        "OPERATOR_MOCK_ADDR",
-    )
-    .await?;
-    let rgs = mocks::bind(cfg.mocks.rgs_addr, "the RGS mock", "RGS_MOCK_ADDR").await?;
-    startup::mocks(cfg, operator, rgs, shutdown, tasks)
+    let m = &cfg.mocks;
+    let listeners = startup::MockListeners {
+        operator: mocks::bind(m.operator_addr, "the operator mock", "OPERATOR_MOCK_ADDR").await?,
+        rgs: mocks::bind(m.rgs_addr, "the RGS mock", "RGS_MOCK_ADDR").await?,
+        ticketing: mocks::bind(
+            m.ticketing_addr,
+            "the ticketing mock",
+            "TICKETING_MOCK_ADDR",
+        )
+        .await?,
+        ota: mocks::bind(m.ota_addr, "the OTA partner mock", "OTA_MOCK_ADDR").await?,
+    };
+    startup::mocks(cfg, listeners, shutdown, tasks)
 }
 
 /// A long-lived command: telemetry, one shutdown token (SIGTERM, ctrl-c), and its tasks.

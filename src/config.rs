@@ -34,6 +34,8 @@ impl fmt::Debug for Secret {
 pub enum SecretVar {
     WalletHmac,
     ReconciliationToken,
+    AppHmac,
+    AdminToken,
 }
 
 impl SecretVar {
@@ -41,6 +43,8 @@ impl SecretVar {
         match self {
             SecretVar::WalletHmac => "WALLET_HMAC_SECRET",
             SecretVar::ReconciliationToken => "RECONCILIATION_TOKEN",
+            SecretVar::AppHmac => "APP_HMAC_SECRET",
+            SecretVar::AdminToken => "ADMIN_TOKEN",
         }
     }
     /// The value `ihub dev` uses when the environment sets none (documented in the README).
@@ -48,9 +52,31 @@ impl SecretVar {
         match self {
             SecretVar::WalletHmac => "dev-wallet-secret",
             SecretVar::ReconciliationToken => "dev-reconciliation-token",
+            SecretVar::AppHmac => "dev-app-hmac-secret",
+            SecretVar::AdminToken => "dev-admin-token",
         }
     }
+
+    /// Every secret, in the order start-up messages name them.
+    pub const ALL: [SecretVar; 4] = [
+        SecretVar::WalletHmac,
+        SecretVar::ReconciliationToken,
+        SecretVar::AppHmac,
+        SecretVar::AdminToken,
+    ];
 }
+
+/// What `ihub dev` assumes where the environment says nothing, besides demo secrets: the demo
+/// WaveGate partner, and callbacks to the local OTA mock over plain HTTP.
+pub const DEV_DEFAULTS: &[(&str, &str)] = &[
+    (
+        "PARTNERS_JSON",
+        r#"[{"id":"demo","name":"Demo Partner","token":"demotoken","allowlist_cidrs":["0.0.0.0/0","::/0"]}]"#,
+    ),
+    ("ALLOW_PRIVATE_CALLBACKS", "1"),
+    ("REQUIRE_HTTPS_CALLBACKS", "0"),
+    ("ALLOWED_CALLBACK_PORTS", "*"),
+];
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -80,7 +106,30 @@ pub struct Config {
     pub breaker_failures: u32,
     pub breaker_open: Duration,
     pub max_wait: Duration,
+    pub wavegate: WaveGateConfig,
     pub mocks: MockConfig,
+}
+
+/// WaveGate (seed 3): OTA partner orders → ticketing → partner callback.
+#[derive(Clone, Debug)]
+pub struct WaveGateConfig {
+    /// Partners to seed at `ihub setup` (the seed's JSON list); unset, the table is left as is.
+    pub partners_json: Option<String>,
+    /// Key of the partner token hashes.
+    pub app_hmac_secret: Option<Secret>,
+    pub admin_token: Option<Secret>,
+    /// Signs callbacks (`X-Callback-Signature`, Standard Webhooks) when set.
+    pub callback_signing_secret: Option<Secret>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub rate_limit_capacity: u32,
+    pub rate_limit_per_sec: f64,
+    pub callbacks: crate::ssrf::CallbackPolicy,
+    /// Callbacks in flight per consumer process.
+    pub callback_concurrency: usize,
+    pub ticketing_url: String,
+    /// Retry schedule of ticketing and callbacks: attempt offsets from the first.
+    pub retry: Schedule,
 }
 
 /// Settings of the partner mocks (`ihub mocks`, `ihub dev`).
@@ -92,6 +141,8 @@ pub struct MockConfig {
     pub hub_callback_url: String,
     pub operator_currencies: Vec<String>,
     pub operator_initial_balance_minor: i64,
+    pub ticketing_addr: SocketAddr,
+    pub ota_addr: SocketAddr,
 }
 
 impl Config {
@@ -159,6 +210,66 @@ impl Config {
             );
         }
 
+        let flag = |name: &str, default: &str| -> anyhow::Result<bool> {
+            match var(name, default).trim() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" | "" => Ok(false),
+                other => bail!("{name}={other:?} must be 1 or 0"),
+            }
+        };
+        let list = |name: &str, default: &str| -> Vec<String> {
+            var(name, default)
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let trusted_proxies = list("TRUSTED_PROXIES", "")
+            .iter()
+            .map(|raw| parse_net(raw).with_context(|| format!("TRUSTED_PROXIES: {raw:?}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let allowed_ports = match var("ALLOWED_CALLBACK_PORTS", "443").trim() {
+            "*" => None,
+            raw => Some(
+                raw.split(',')
+                    .map(|p| {
+                        p.trim().parse::<u16>().with_context(|| {
+                            format!("ALLOWED_CALLBACK_PORTS: {p:?} is not a port (or use *)")
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?,
+            ),
+        };
+        let allowed_hosts = list("ALLOWED_CALLBACK_HOSTS", "");
+        let rate_limit_per_sec: f64 = {
+            let raw = var("RATE_LIMIT_PER_SEC", "1");
+            raw.trim()
+                .parse()
+                .ok()
+                .filter(|r: &f64| r.is_finite() && *r > 0.0)
+                .with_context(|| format!("RATE_LIMIT_PER_SEC={raw:?} must be a number above 0"))?
+        };
+        let retry_offsets = {
+            let raw = var(
+                "WAVEGATE_RETRY_OFFSETS_MS",
+                "0,2000,6000,12000,20000,30000,45000,65000,90000,120000,155000,195000,235000,270000,300000",
+            );
+            let offsets = raw
+                .split(',')
+                .map(|n| n.trim().parse::<u64>().map(Duration::from_millis))
+                .collect::<Result<Vec<_>, _>>()
+                .ok()
+                .filter(|o| !o.is_empty() && o.is_sorted())
+                .with_context(|| {
+                    format!(
+                        "WAVEGATE_RETRY_OFFSETS_MS={raw:?} must list rising millisecond offsets, \
+                         e.g. 0,2000,6000"
+                    )
+                })?;
+            Schedule::Offsets(offsets)
+        };
+
         let nats_prefix = var("NATS_PREFIX", "");
         if !nats_prefix
             .chars()
@@ -193,6 +304,24 @@ impl Config {
             breaker_failures: parsed("BREAKER_FAILURES", "5")?.max(1) as u32,
             breaker_open: Duration::from_millis(parsed("BREAKER_OPEN_MS", "30000")?),
             max_wait: Duration::from_secs(10),
+            wavegate: WaveGateConfig {
+                partners_json: get("PARTNERS_JSON").filter(|v| !v.trim().is_empty()),
+                app_hmac_secret: secret("APP_HMAC_SECRET"),
+                admin_token: secret("ADMIN_TOKEN"),
+                callback_signing_secret: secret("CALLBACK_SIGNING_SECRET"),
+                trusted_proxies,
+                rate_limit_capacity: parsed("RATE_LIMIT_CAPACITY", "5")?.max(1) as u32,
+                rate_limit_per_sec,
+                callbacks: crate::ssrf::CallbackPolicy {
+                    require_https: flag("REQUIRE_HTTPS_CALLBACKS", "1")?,
+                    allowed_ports,
+                    allowed_hosts: (!allowed_hosts.is_empty()).then_some(allowed_hosts),
+                    allow_private: flag("ALLOW_PRIVATE_CALLBACKS", "0")?,
+                },
+                callback_concurrency: parsed("CALLBACK_CONCURRENCY", "5")?.max(1) as usize,
+                ticketing_url: var("TICKETING_URL", "http://127.0.0.1:8003/orders"),
+                retry: retry_offsets,
+            },
             mocks: MockConfig {
                 operator_addr: addr("OPERATOR_MOCK_ADDR", "127.0.0.1:8001")?,
                 rgs_addr: addr("RGS_MOCK_ADDR", "127.0.0.1:8002")?,
@@ -207,6 +336,8 @@ impl Config {
                     .collect(),
                 operator_initial_balance_minor: parsed("OPERATOR_MOCK_INITIAL_BALANCE", "100000")?
                     as i64,
+                ticketing_addr: addr("TICKETING_MOCK_ADDR", "127.0.0.1:8003")?,
+                ota_addr: addr("OTA_MOCK_ADDR", "127.0.0.1:8004")?,
             },
         })
     }
@@ -214,7 +345,7 @@ impl Config {
     /// Fills every unset secret with its demo value; returns the variables it filled.
     pub fn fill_demo_secrets(&mut self) -> Vec<&'static str> {
         let mut filled = Vec::new();
-        for var in [SecretVar::WalletHmac, SecretVar::ReconciliationToken] {
+        for var in SecretVar::ALL {
             let slot = self.secret_slot(var);
             if slot.is_none() {
                 *slot = Some(Secret::new(var.demo_value()));
@@ -258,6 +389,8 @@ impl Config {
         match var {
             SecretVar::WalletHmac => self.wallet_hmac_secret.as_ref(),
             SecretVar::ReconciliationToken => self.reconciliation_token.as_ref(),
+            SecretVar::AppHmac => self.wavegate.app_hmac_secret.as_ref(),
+            SecretVar::AdminToken => self.wavegate.admin_token.as_ref(),
         }
     }
 
@@ -265,6 +398,8 @@ impl Config {
         match var {
             SecretVar::WalletHmac => &mut self.wallet_hmac_secret,
             SecretVar::ReconciliationToken => &mut self.reconciliation_token,
+            SecretVar::AppHmac => &mut self.wavegate.app_hmac_secret,
+            SecretVar::AdminToken => &mut self.wavegate.admin_token,
         }
     }
 
@@ -272,6 +407,17 @@ impl Config {
     pub fn database_url_for_display(&self) -> String {
         mask_password(&self.database_url)
     }
+}
+
+/// A CIDR range, or a single address as its /32 or /128.
+pub fn parse_net(raw: &str) -> anyhow::Result<ipnet::IpNet> {
+    let raw = raw.trim();
+    if let Ok(net) = raw.parse::<ipnet::IpNet>() {
+        return Ok(net);
+    }
+    raw.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| anyhow::anyhow!("{raw:?} is neither a CIDR range nor an IP address"))
 }
 
 /// Replaces the password of a `scheme://user:password@host` URL with `***`.
@@ -325,7 +471,10 @@ mod tests {
     #[test]
     fn demo_secrets_fill_only_what_is_unset() {
         let mut cfg = config(&[("WALLET_HMAC_SECRET", "mine")]).unwrap();
-        assert_eq!(cfg.fill_demo_secrets(), ["RECONCILIATION_TOKEN"]);
+        assert_eq!(
+            cfg.fill_demo_secrets(),
+            ["RECONCILIATION_TOKEN", "APP_HMAC_SECRET", "ADMIN_TOKEN"]
+        );
         assert_eq!(cfg.secret(SecretVar::WalletHmac).unwrap().expose(), "mine");
     }
 
@@ -349,6 +498,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("ACK_WAIT_MS"), "{err}");
+    }
+
+    #[test]
+    fn wavegate_defaults_follow_the_seed() {
+        let cfg = config(&[]).unwrap().wavegate;
+        assert_eq!(cfg.rate_limit_capacity, 5);
+        assert_eq!(cfg.rate_limit_per_sec, 1.0);
+        assert_eq!(cfg.callback_concurrency, 5);
+        assert!(cfg.callbacks.require_https && !cfg.callbacks.allow_private);
+        assert_eq!(cfg.callbacks.allowed_ports, Some(vec![443]));
+        assert_eq!(cfg.retry.attempts(), 15);
+        assert_eq!(cfg.retry.delay_after(1), Duration::from_secs(2));
+        assert_eq!(cfg.retry.delay_after(14), Duration::from_secs(30));
+        assert!(cfg.partners_json.is_none());
+
+        let cfg = config(&[
+            ("ALLOWED_CALLBACK_PORTS", "*"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.7"),
+            ("RATE_LIMIT_PER_SEC", "0.5"),
+        ])
+        .unwrap()
+        .wavegate;
+        assert_eq!(cfg.callbacks.allowed_ports, None);
+        assert_eq!(cfg.trusted_proxies.len(), 2);
+        assert_eq!(cfg.rate_limit_per_sec, 0.5);
+        for (name, value) in [
+            ("RATE_LIMIT_PER_SEC", "0"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("WAVEGATE_RETRY_OFFSETS_MS", "0,5000,2000"),
+            ("REQUIRE_HTTPS_CALLBACKS", "maybe"),
+        ] {
+            let err = config(&[(name, value)]).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Postgres: connecting with a clear error, creating the database, running migrations.
 
+pub mod wavegate;
+
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -31,10 +33,9 @@ fn database_name(url: &str) -> anyhow::Result<(PgConnectOptions, String)> {
 /// A pool on an existing, migrated database.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     let (options, name) = database_name(url)?;
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options)
+    // One direct connection first: a pool would retry until its timeout and then report only
+    // that it timed out, not why.
+    let probe = PgConnection::connect_with(&options)
         .await
         .map_err(|err| match &err {
             sqlx::Error::Database(db) if db.code().as_deref() == Some("3D000") => anyhow::anyhow!(
@@ -42,7 +43,14 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
                 mask_password(url)
             ),
             _ => not_reachable(url, &err),
-        })
+        })?;
+    let _ = probe.close().await;
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .map_err(|err| not_reachable(url, &err))
 }
 
 /// Creates the database `url` names unless it exists. Returns whether it created it.

@@ -61,6 +61,11 @@ impl Response {
         }
     }
 
+    /// A call that was not made, and why (it counts as an attempt with that error).
+    pub fn not_sent(error: String) -> Self {
+        Self::transport(error, Duration::ZERO)
+    }
+
     pub fn verdict(&self) -> Verdict {
         match self.status {
             None => Verdict::Retry,

@@ -11,10 +11,12 @@ pub mod idempotency;
 pub mod ingress;
 pub mod mocks;
 pub mod nats;
+pub mod ratelimit;
 pub mod runtime;
 pub mod schemas;
 pub mod shutdown;
 pub mod signatures;
+pub mod ssrf;
 pub mod startup;
 pub mod telemetry;
 

@@ -53,6 +53,11 @@ schema!(OPERATOR_CALLBACK, "operator-callback.json");
 schema!(WALLET_REQUESTED, "events/wallet-requested.json");
 schema!(OPERATOR_COMMAND, "events/operator-command.json");
 schema!(RGS_WEBHOOK, "events/rgs-webhook.json");
+schema!(ORDER_REQUEST, "order-request.json");
+schema!(ORDER_ACCEPTED, "events/order-accepted.json");
+schema!(AUTH_REFUSED, "events/auth-refused.json");
+schema!(TICKETING_COMMAND, "events/ticketing-command.json");
+schema!(OTA_CALLBACK_COMMAND, "events/ota-callback-command.json");
 
 /// The schema of the events on `subject` (unprefixed), if ihub publishes there.
 pub fn for_subject(subject: &str) -> Option<&'static Schema> {
@@ -61,6 +66,10 @@ pub fn for_subject(subject: &str) -> Option<&'static Schema> {
         "in.wallet.operator_callback" => &OPERATOR_CALLBACK,
         "out.operator.withdraw" | "out.operator.deposit" => &OPERATOR_COMMAND,
         "out.rgs.webhook" => &RGS_WEBHOOK,
+        "in.wavegate.order_accepted" => &ORDER_ACCEPTED,
+        "in.wavegate.auth_refused" => &AUTH_REFUSED,
+        "out.ticketing.order" => &TICKETING_COMMAND,
+        "out.ota.callback" => &OTA_CALLBACK_COMMAND,
         _ => return None,
     })
 }
@@ -78,6 +87,11 @@ mod tests {
             &WALLET_REQUESTED,
             &OPERATOR_COMMAND,
             &RGS_WEBHOOK,
+            &ORDER_REQUEST,
+            &ORDER_ACCEPTED,
+            &AUTH_REFUSED,
+            &TICKETING_COMMAND,
+            &OTA_CALLBACK_COMMAND,
         ] {
             assert!(!s.name.is_empty());
         }

@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::consumers::{self, Deps};
-use crate::mocks::{self, operator::OperatorMock, rgs::RgsMock};
+use crate::mocks::{
+    self, operator::OperatorMock, ota::OtaMock, rgs::RgsMock, ticketing::TicketingMock,
+};
 use crate::nats::{Bus, provision};
 use crate::{db, ingress};
 
@@ -26,8 +28,16 @@ pub async fn setup(cfg: &Config, mut progress: impl FnMut(String)) -> anyhow::Re
     }
     let pool = db::connect(&cfg.database_url, 2).await?;
     db::migrate(&pool).await?;
-    pool.close().await;
     progress("migrations applied".into());
+    if let Some(partners) = &cfg.wavegate.partners_json {
+        let key = cfg.secret(crate::config::SecretVar::AppHmac)?;
+        let seeded = db::wavegate::seed_partners(&pool, partners, &key).await?;
+        progress(format!(
+            "partners seeded from PARTNERS_JSON: {}",
+            seeded.join(", ")
+        ));
+    }
+    pool.close().await;
 
     let bus = Bus::connect(&cfg.nats_url, &cfg.nats_prefix, "ihub-setup").await?;
     let definitions = provision::definitions(&bus.names, cfg.ack_wait)?;
@@ -77,13 +87,24 @@ pub struct Mocks {
     pub operator_url: String,
     pub rgs: Arc<RgsMock>,
     pub rgs_url: String,
+    pub ticketing: Arc<TicketingMock>,
+    pub ticketing_url: String,
+    pub ota: Arc<OtaMock>,
+    pub ota_url: String,
 }
 
-/// Starts the operator and RGS mocks on the given listeners.
+/// Where the partner mocks listen.
+pub struct MockListeners {
+    pub operator: TcpListener,
+    pub rgs: TcpListener,
+    pub ticketing: TcpListener,
+    pub ota: TcpListener,
+}
+
+/// Starts every partner mock on its listener.
 pub fn mocks(
     cfg: &Config,
-    operator: TcpListener,
-    rgs: TcpListener,
+    listeners: MockListeners,
     shutdown: &CancellationToken,
     tasks: &mut Tasks,
 ) -> anyhow::Result<Mocks> {
@@ -96,18 +117,26 @@ pub fn mocks(
         )),
     });
     let rgs_mock = RgsMock::new(cfg.wallet_hmac_secret.clone());
+    let ticketing_mock = TicketingMock::new();
+    let ota_mock = OtaMock::new(cfg.wavegate.callback_signing_secret.clone());
     let started = Mocks {
-        operator_url: mocks::url_of(&operator),
-        rgs_url: mocks::url_of(&rgs),
+        operator_url: mocks::url_of(&listeners.operator),
+        rgs_url: mocks::url_of(&listeners.rgs),
+        ticketing_url: mocks::url_of(&listeners.ticketing),
+        ota_url: mocks::url_of(&listeners.ota),
         operator: operator_mock.clone(),
         rgs: rgs_mock.clone(),
+        ticketing: ticketing_mock.clone(),
+        ota: ota_mock.clone(),
     };
-    tasks.spawn(mocks::serve(
-        operator,
-        operator_mock.router(),
-        shutdown.clone(),
-    ));
-    tasks.spawn(mocks::serve(rgs, rgs_mock.router(), shutdown.clone()));
+    for (listener, router) in [
+        (listeners.operator, operator_mock.router()),
+        (listeners.rgs, rgs_mock.router()),
+        (listeners.ticketing, ticketing_mock.router()),
+        (listeners.ota, ota_mock.router()),
+    ] {
+        tasks.spawn(mocks::serve(listener, router, shutdown.clone()));
+    }
     Ok(started)
 }
 

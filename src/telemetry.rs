@@ -112,6 +112,19 @@ pub fn current_trace_id() -> Option<String> {
         .then(|| span_context.trace_id().to_string())
 }
 
+/// The trace id of `span` as a UUID (same 128 bits), so a business id can be the trace's id;
+/// a random UUID if the span has no valid trace (no tracing layer installed).
+pub fn trace_uuid(span: &tracing::Span) -> uuid::Uuid {
+    let context = span.context();
+    let otel_span = context.span();
+    let span_context = otel_span.span_context();
+    if span_context.is_valid() {
+        uuid::Uuid::from_bytes(span_context.trace_id().to_bytes())
+    } else {
+        uuid::Uuid::new_v4()
+    }
+}
+
 /// Adds the current span's `traceparent` to NATS headers.
 pub fn inject_nats(headers: &mut async_nats::HeaderMap) {
     struct NatsInjector<'a>(&'a mut async_nats::HeaderMap);

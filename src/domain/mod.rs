@@ -2,6 +2,7 @@
 
 mod money;
 pub mod wallet;
+pub mod wavegate;
 
 pub use money::{Amount, Currency, MoneyError, format_major, parse_major};
 

@@ -104,6 +104,15 @@ impl Idempotency {
         })?))
     }
 
+    /// Frees a key whose request was refused after the claim, so the caller can use it again.
+    pub async fn release(&self, key: &str) -> anyhow::Result<()> {
+        self.kv
+            .delete(key)
+            .await
+            .with_context(|| format!("could not release idempotency key {key}"))?;
+        Ok(())
+    }
+
     /// Replaces the stored response with the final outcome.
     pub async fn complete(&self, key: &str, record: &Record) -> anyhow::Result<()> {
         self.kv

@@ -1,5 +1,5 @@
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -11,6 +11,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub details: Vec<String>,
+    /// Headers the answer carries besides the defaults (and overriding them).
+    headers: Vec<(HeaderName, HeaderValue)>,
     source: Option<anyhow::Error>,
 }
 
@@ -21,6 +23,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: Vec::new(),
+            headers: Vec::new(),
             source: None,
         }
     }
@@ -50,6 +53,27 @@ impl ApiError {
         self
     }
 
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, code, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 429 with `Retry-After` in whole seconds (at least 1).
+    pub fn too_many_requests(message: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+            .with_details(vec![format!("retry after {secs} s")])
+            .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
+    }
+
     /// A dependency (NATS, a partner) failed: the caller may retry; nothing was accepted.
     pub fn unavailable(err: anyhow::Error) -> Self {
         Self {
@@ -57,6 +81,7 @@ impl ApiError {
             code: "unavailable",
             message: "the hub cannot accept this right now; retry shortly".into(),
             details: Vec::new(),
+            headers: Vec::new(),
             source: Some(err),
         }
     }
@@ -74,6 +99,7 @@ impl ApiError {
             code: "internal",
             message: "internal error; the hub's logs have the details".into(),
             details: Vec::new(),
+            headers: Vec::new(),
             source: Some(err),
         }
     }
@@ -106,6 +132,9 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Signature"),
             );
+        }
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
         }
         response
     }

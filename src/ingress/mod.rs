@@ -3,6 +3,7 @@
 //! NATS; it reads Postgres for readiness and query endpoints.
 
 mod error;
+pub mod orders;
 pub mod reconciliation;
 pub mod wallet;
 
@@ -30,6 +31,7 @@ pub struct AppState {
     pub idempotency: Idempotency,
     pub http: reqwest::Client,
     pub wallet: wallet::WalletIngress,
+    pub orders: orders::OrdersIngress,
     /// The longest `Prefer: wait=N` honoured.
     pub max_wait: Duration,
 }
@@ -42,6 +44,7 @@ impl AppState {
             idempotency: Idempotency::new(bus.kv("idempotency").await?),
             http: crate::http_client::client(cfg.http_timeout),
             wallet: wallet::WalletIngress::new(cfg)?,
+            orders: orders::OrdersIngress::new(cfg, &bus).await?,
             max_wait: cfg.max_wait,
             bus,
             db,
@@ -55,6 +58,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/ready", get(ready))
         .merge(wallet::router())
         .merge(reconciliation::router())
+        .merge(orders::router())
         .layer(DefaultBodyLimit::max(256 * 1024))
         .with_state(state)
 }
@@ -79,6 +83,27 @@ async fn ready(State(app): State<SharedState>) -> impl IntoResponse {
             "nats": word(nats),
             "postgres": word(postgres),
         })),
+    )
+}
+
+/// Checks `Authorization: Bearer <token>` against `expected` (named by its variable in the
+/// refusal), in constant time.
+pub(crate) fn bearer(
+    headers: &HeaderMap,
+    expected: &crate::config::Secret,
+    variable: &str,
+) -> Result<(), ApiError> {
+    let token = header(headers, "authorization").and_then(|v| v.strip_prefix("Bearer "));
+    if token.is_some_and(|t| {
+        crate::signatures::constant_time_eq(t.as_bytes(), expected.expose().as_bytes())
+    }) {
+        return Ok(());
+    }
+    Err(
+        ApiError::unauthorized(format!("send Authorization: Bearer <{variable}>")).with_header(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer"),
+        ),
     )
 }
 

@@ -6,14 +6,13 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, SharedState};
 use crate::domain::{Currency, parse_major};
-use crate::signatures::constant_time_eq;
 
 pub fn router() -> Router<SharedState> {
     Router::new().route("/reconciliation_data", get(reconciliation))
@@ -174,20 +173,12 @@ async fn fetch<T: serde::de::DeserializeOwned>(
 }
 
 async fn reconciliation(State(app): State<SharedState>, headers: HeaderMap) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let expected = app.wallet.reconciliation_token.expose().as_bytes();
-    let authorized = token.is_some_and(|t| constant_time_eq(t.as_bytes(), expected));
-    if !authorized {
-        let mut response =
-            ApiError::unauthorized("send Authorization: Bearer <RECONCILIATION_TOKEN>")
-                .into_response();
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return response;
+    if let Err(refused) = super::bearer(
+        &headers,
+        &app.wallet.reconciliation_token,
+        "RECONCILIATION_TOKEN",
+    ) {
+        return refused.into_response();
     }
 
     let operator_url = format!("{}/v2/transactions", app.wallet.operator_url);

@@ -1,11 +1,14 @@
 //! Partner simulators: real HTTP servers with fault injection, so retries, dead letters and
-//! breakers are exercised for real.
+//! breakers are exercised for real: the operator wallet, the RGS, and WaveGate's ticketing
+//! system and OTA partner callback receiver.
 //!
 //! Every mock answers `POST /_mock/faults` with a [`FaultPlan`] (fail the next N requests with
 //! a status, add latency, or be down until reset) and `DELETE /_mock/faults` to reset.
 
 pub mod operator;
+pub mod ota;
 pub mod rgs;
+pub mod ticketing;
 
 use std::net::SocketAddr;
 use std::sync::Mutex;

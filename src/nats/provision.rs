@@ -28,6 +28,7 @@ const STREAMS: &[File] = &[
     nats_file!("streams/OUTBOUND.json"),
     nats_file!("streams/DLQ.json"),
     nats_file!("streams/KV_idempotency.json"),
+    nats_file!("streams/KV_ratelimit.json"),
 ];
 
 /// Consumers by the stream (directory) they belong to.
@@ -40,6 +41,18 @@ const CONSUMERS: &[(&str, File)] = &[
     (
         "OUTBOUND",
         nats_file!("consumers/OUTBOUND/deliver-rgs.json"),
+    ),
+    (
+        "INBOUND",
+        nats_file!("consumers/INBOUND/stage-wavegate.json"),
+    ),
+    (
+        "OUTBOUND",
+        nats_file!("consumers/OUTBOUND/deliver-ticketing.json"),
+    ),
+    (
+        "OUTBOUND",
+        nats_file!("consumers/OUTBOUND/deliver-ota-callback.json"),
     ),
 ];
 
@@ -148,7 +161,13 @@ mod tests {
         let names: Vec<&str> = defs.streams.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
-            ["t9_INBOUND", "t9_OUTBOUND", "t9_DLQ", "KV_t9_idempotency"]
+            [
+                "t9_INBOUND",
+                "t9_OUTBOUND",
+                "t9_DLQ",
+                "KV_t9_idempotency",
+                "KV_t9_ratelimit"
+            ]
         );
         assert_eq!(defs.streams[0].subjects, ["t9.in.>"]);
         assert_eq!(defs.streams[3].subjects, ["$KV.t9_idempotency.>"]);

@@ -255,14 +255,24 @@ pub async fn run<S: Stage>(
         }
     }
 
-    // Hand prefetched messages back at once rather than after ack_wait.
-    let mut handed_back = 0;
-    while let Ok(Some(Ok(message))) =
-        tokio::time::timeout(Duration::from_millis(50), messages.next()).await
+    // Hand prefetched messages back at once rather than after ack_wait. A message handed back
+    // can come straight back to this pull while its request is still open: each is handed back
+    // once, and for a bounded time, or shutdown would spin on it.
+    let mut handed_back = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(
+        deadline.min(tokio::time::Instant::now() + Duration::from_millis(50)),
+        messages.next(),
+    )
+    .await
     {
+        let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
         let _ = message.ack_with(AckKind::Nak(None)).await;
-        handed_back += 1;
+        if !handed_back.insert(seq) {
+            break;
+        }
     }
+    let handed_back = handed_back.len();
     tasks.close();
     tasks.wait().await;
     let _ = runner.bus.client.flush().await;

@@ -1,6 +1,7 @@
 //! HMAC signing schemes and the canonical JSON they sign.
 
 mod canonical;
+pub mod webhooks;
 
 pub use canonical::canonical_json;
 

@@ -5,3 +5,4 @@ mod support;
 mod processes;
 mod runtime;
 mod wallet;
+mod wavegate;

@@ -256,3 +256,95 @@ async fn one_trace_runs_from_the_ingress_through_nats_to_the_partner_call() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[tokio::test]
+async fn start_up_problems_say_where_and_what_to_do() {
+    let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        let mut all: Vec<(String, String)> = [
+            ("WALLET_HMAC_SECRET", "s"),
+            ("RECONCILIATION_TOKEN", "t"),
+            ("APP_HMAC_SECRET", "a"),
+            ("ADMIN_TOKEN", "d"),
+            ("HTTP_ADDR", "127.0.0.1:0"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        all.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        all
+    };
+    let (ok, _, err) =
+        Ihub::run_full(&["ingress"], &env(&[("NATS_URL", "nats://127.0.0.1:1")])).await;
+    assert!(!ok);
+    assert!(
+        err.contains("NATS not reachable at nats://127.0.0.1:1") && err.contains("nats-server -js"),
+        "{err}"
+    );
+
+    let (ok, _, err) = Ihub::run_full(
+        &["consume"],
+        &env(&[("DATABASE_URL", "postgres://postgres:pw@127.0.0.1:1/ihub")]),
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains("Postgres not reachable at postgres://postgres:***@127.0.0.1:1/ihub"),
+        "{err}"
+    );
+    assert!(!err.contains(":pw@"), "the password is not shown: {err}");
+
+    let (ok, _, err) =
+        Ihub::run_full(&["ingress"], &[("HTTP_ADDR".into(), "127.0.0.1:0".into())]).await;
+    assert!(!ok);
+    assert!(
+        [
+            "WALLET_HMAC_SECRET",
+            "RECONCILIATION_TOKEN",
+            "APP_HMAC_SECRET",
+            "ADMIN_TOKEN"
+        ]
+        .iter()
+        .all(|var| err.contains(var)),
+        "{err}"
+    );
+
+    let (ok, _, err) = Ihub::run_full(&["consume", "--only", "deliver-nowhere"], &env(&[])).await;
+    assert!(!ok);
+    assert!(
+        err.contains("unknown consumer") && err.contains("deliver-rgs"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn every_command_has_help() {
+    for command in [
+        "setup", "ingress", "consume", "dev", "mocks", "dlq", "sign", "bench",
+    ] {
+        let (ok, out, _) = Ihub::run_full(&[command, "--help"], &[]).await;
+        assert!(ok && out.contains("Usage: ihub"), "{command}: {out}");
+    }
+    let (ok, out, _) = Ihub::run_full(
+        &[
+            "sign",
+            "--body",
+            "{\"b\":1,\"a\":2}",
+            "--secret",
+            "s3cret",
+            "--timestamp",
+            "1700000000",
+        ],
+        &[],
+    )
+    .await;
+    assert!(ok);
+    let expected = ihub::signatures::TimestampedHmac::new(
+        ihub::config::Secret::new("s3cret"),
+        Duration::from_secs(300),
+    )
+    .sign(1_700_000_000, "{\"a\":2,\"b\":1}");
+    assert_eq!(
+        out,
+        format!("X-Timestamp: 1700000000\nX-Signature: {expected}\n")
+    );
+}

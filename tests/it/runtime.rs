@@ -70,7 +70,7 @@ impl Bench {
     async fn new(ack_wait: Duration) -> Bench {
         crate::support::init_logs();
         let prefix = format!("r{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-        let bus = Bus::connect("nats://127.0.0.1:4222", &prefix, "ihub-runtime-test")
+        let bus = Bus::connect(&crate::support::nats_url(), &prefix, "ihub-runtime-test")
             .await
             .unwrap();
         let defs = provision::definitions(&bus.names, None).unwrap();

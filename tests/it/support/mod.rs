@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use ihub::config::{Config, Secret};
 use ihub::mocks::operator::OperatorMock;
+use ihub::mocks::ota::OtaMock;
 use ihub::mocks::rgs::RgsMock;
+use ihub::mocks::ticketing::TicketingMock;
 use ihub::nats::{Bus, provision};
 use ihub::signatures::TimestampedHmac;
 use ihub::startup::{self, Tasks};
@@ -23,6 +25,11 @@ use tokio_util::sync::CancellationToken;
 
 pub const SECRET: &str = "test-wallet-secret";
 pub const RECONCILIATION_TOKEN: &str = "test-reconciliation-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const CALLBACK_SECRET: &str = "test-callback-signing-secret";
+/// The WaveGate partners every test hub knows: `acme` may call from anywhere, `globex` only
+/// from 10.0.0.0/8 (so from this machine only through a trusted proxy).
+pub const PARTNERS: &[(&str, &str)] = &[("acme", "acme-token-1"), ("globex", "globex-token-1")];
 
 /// Tracing as the hub runs it (trace context flows), logs to the captured test output.
 pub fn init_logs() {
@@ -31,6 +38,12 @@ pub fn init_logs() {
         ihub::telemetry::init("ihub-test", None, ihub::telemetry::Logs::TestCapture)
             .expect("telemetry")
     });
+}
+
+/// The NATS server under test: `NATS_URL` when set (to run the suite against another server
+/// version), else the local default.
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
 /// How a test hub differs from the default.
@@ -51,6 +64,10 @@ pub struct Hub {
     pub http: reqwest::Client,
     pub operator: Arc<OperatorMock>,
     pub rgs: Arc<RgsMock>,
+    pub ticketing: Arc<TicketingMock>,
+    pub ota: Arc<OtaMock>,
+    /// `http://127.0.0.1:<port>` of the OTA partner mock (callbacks go to `/callbacks/...`).
+    pub ota_url: String,
     pub db: PgPool,
     pub bus: Bus,
     pub shutdown: CancellationToken,
@@ -78,11 +95,21 @@ impl Hub {
         let ingress_listener = listener().await;
         let operator_listener = listener().await;
         let rgs_listener = listener().await;
+        let ticketing_listener = listener().await;
+        let ota_listener = listener().await;
         let ingress_url = ihub::mocks::url_of(&ingress_listener);
         let operator_url = ihub::mocks::url_of(&operator_listener);
         let rgs_url = ihub::mocks::url_of(&rgs_listener);
+        let ticketing_url = ihub::mocks::url_of(&ticketing_listener);
+        let partners = serde_json::json!([
+            {"id": PARTNERS[0].0, "name": "Acme Travel", "token": PARTNERS[0].1,
+             "allowlist_cidrs": ["0.0.0.0/0", "::/0"]},
+            {"id": PARTNERS[1].0, "name": "Globex Tours", "token": PARTNERS[1].1,
+             "allowlist_cidrs": ["10.0.0.0/8"]},
+        ]);
 
         let mut vars: HashMap<String, String> = [
+            ("NATS_URL", nats_url()),
             ("NATS_PREFIX", prefix.clone()),
             ("DATABASE_URL", database_url.clone()),
             ("WALLET_HMAC_SECRET", SECRET.into()),
@@ -103,6 +130,17 @@ impl Hub {
             ("RGS_RETRY_ATTEMPTS", "4".into()),
             ("BREAKER_FAILURES", "1000".into()),
             ("CONSUMER_CONCURRENCY", "16".into()),
+            ("PARTNERS_JSON", partners.to_string()),
+            ("APP_HMAC_SECRET", "test-app-hmac-secret".into()),
+            ("ADMIN_TOKEN", ADMIN_TOKEN.into()),
+            ("CALLBACK_SIGNING_SECRET", CALLBACK_SECRET.into()),
+            ("TICKETING_URL", format!("{ticketing_url}/orders")),
+            ("ALLOW_PRIVATE_CALLBACKS", "1".into()),
+            ("REQUIRE_HTTPS_CALLBACKS", "0".into()),
+            ("ALLOWED_CALLBACK_PORTS", "*".into()),
+            ("WAVEGATE_RETRY_OFFSETS_MS", "0,20,50,90,140".into()),
+            ("RATE_LIMIT_CAPACITY", "1000".into()),
+            ("RATE_LIMIT_PER_SEC", "1000".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -122,8 +160,13 @@ impl Hub {
         let shutdown = CancellationToken::new();
         let mut tasks = Tasks::new();
         let (bus, db) = startup::connect(&cfg, "test", 8).await.expect("connect");
-        let mocks = startup::mocks(&cfg, operator_listener, rgs_listener, &shutdown, &mut tasks)
-            .expect("mocks");
+        let listeners = startup::MockListeners {
+            operator: operator_listener,
+            rgs: rgs_listener,
+            ticketing: ticketing_listener,
+            ota: ota_listener,
+        };
+        let mocks = startup::mocks(&cfg, listeners, &shutdown, &mut tasks).expect("mocks");
         if !options.no_consumers {
             startup::consumers(&cfg, bus.clone(), db.clone(), &[], &shutdown, &mut tasks)
                 .await
@@ -151,6 +194,9 @@ impl Hub {
             http: reqwest::Client::new(),
             operator: mocks.operator,
             rgs: mocks.rgs,
+            ticketing: mocks.ticketing,
+            ota: mocks.ota,
+            ota_url: mocks.ota_url,
             db,
             bus,
             shutdown,

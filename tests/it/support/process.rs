@@ -19,8 +19,10 @@ fn command(args: &[&str], env: &[(String, String)]) -> (Command, std::path::Path
         uuid::Uuid::new_v4().simple()
     ));
     let mut command = Command::new(env!("CARGO_BIN_EXE_ihub"));
+    // Only what the test gives: the parent's environment must not leak secrets or URLs in.
     command
         .args(args)
+        .env_clear()
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env(
             "RUST_LOG",
@@ -44,16 +46,24 @@ impl Ihub {
 
     /// Runs `ihub <args>` to completion: (success, stdout).
     pub async fn run(args: &[&str], env: &[(String, String)]) -> (bool, String) {
-        let (mut command, log) = command(args, env);
+        let (ok, stdout, stderr) = Self::run_full(args, env).await;
+        if !ok {
+            eprintln!("{stderr}");
+        }
+        (ok, stdout)
+    }
+
+    /// Runs `ihub <args>` to completion: (success, stdout, stderr).
+    pub async fn run_full(args: &[&str], env: &[(String, String)]) -> (bool, String, String) {
+        // `output()` captures stderr itself.
+        let (mut command, _log) = command(args, env);
         let output = tokio::time::timeout(Duration::from_secs(30), command.output())
             .await
             .expect("ihub finishes")
             .expect("ihub runs");
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        if !output.status.success() {
-            eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
-        }
-        (output.status.success(), stdout)
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.success(), stdout, stderr)
     }
 
     /// Reads stdout until a line contains `needle`; returns that line.
