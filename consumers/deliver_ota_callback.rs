@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use super::Deps;
 use crate::db::wavegate::{self as store, Job};
-use crate::domain::wavegate::CallbackCommand;
+use crate::domain::wavegate::{Callback, CallbackCommand};
 use crate::http_client::{self, Verdict};
 use crate::runtime::{Delivery, Failure, Stage, StageResult};
-use crate::signatures::canonical_json;
 use crate::signatures::webhooks::{StandardWebhook, callback_signature};
+use crate::signatures::{canonical_json, unix_now};
 use crate::ssrf::{self, CallbackPolicy};
 
 pub struct DeliverOtaCallback {
@@ -40,6 +40,32 @@ impl DeliverOtaCallback {
     }
 }
 
+impl DeliverOtaCallback {
+    /// POSTs the callback, signed when a secret is set.
+    async fn send(
+        &self,
+        url: reqwest::Url,
+        callback: &Callback,
+    ) -> Result<http_client::Response, Failure> {
+        let order = &callback.order;
+        let body = canonical_json(&serde_json::to_value(callback).map_err(Failure::permanent)?);
+        let mut request = super::wavegate_headers(self.client.post(url), order)
+            .header("content-type", "application/json");
+        if let Some((secret, webhook)) = &self.signer {
+            // One id per order, the same on every retry, as Standard Webhooks asks.
+            let id = format!("msg_{}", order.id.simple());
+            request = request.header(
+                "x-callback-signature",
+                callback_signature(secret, body.as_bytes()),
+            );
+            for (name, value) in webhook.headers(&id, unix_now(), body.as_bytes()) {
+                request = request.header(name, value);
+            }
+        }
+        Ok(http_client::send("ota-callback", request.body(body)).await)
+    }
+}
+
 impl Stage for DeliverOtaCallback {
     async fn handle(&self, delivery: &Delivery) -> StageResult {
         let CallbackCommand { callback } = delivery.json()?;
@@ -48,38 +74,16 @@ impl Stage for DeliverOtaCallback {
         if !store::start_job(db, order.id, Job::OtaCallback).await? {
             return Ok(());
         }
-        let checked = match self.policy.check(&order.callback_url).await {
-            Ok(checked) => checked,
-            Err(violation) => {
-                let response = http_client::Response::not_sent(format!(
+        // Checked again now: DNS may say something else than when the order was accepted.
+        let (response, refused) = match self.policy.check(&order.callback_url).await {
+            Ok(checked) => (self.send(checked.url, &callback).await?, false),
+            Err(violation) => (
+                http_client::Response::not_sent(format!(
                     "callback_url refused at send time: {violation}"
-                ));
-                store::record_attempt(
-                    db,
-                    order.id,
-                    Job::OtaCallback,
-                    delivery.delivered,
-                    &response,
-                )
-                .await?;
-                return Err(Failure::permanent(response.describe()));
-            }
+                )),
+                true,
+            ),
         };
-        let body = canonical_json(&serde_json::to_value(&callback).map_err(Failure::permanent)?);
-        let mut request = super::wavegate_headers(self.client.post(checked.url), order)
-            .header("content-type", "application/json");
-        if let Some((secret, webhook)) = &self.signer {
-            let id = format!("msg_{}", order.id.simple());
-            let now = crate::signatures::unix_now();
-            request = request.header(
-                "x-callback-signature",
-                callback_signature(secret, body.as_bytes()),
-            );
-            for (name, value) in webhook.headers(&id, now, body.as_bytes()) {
-                request = request.header(name, value);
-            }
-        }
-        let response = http_client::send("ota-callback", request.body(body)).await;
         store::record_attempt(
             db,
             order.id,
@@ -88,11 +92,14 @@ impl Stage for DeliverOtaCallback {
             &response,
         )
         .await?;
+        if refused {
+            return Err(Failure::permanent(response.describe()));
+        }
         if response.verdict() != Verdict::Success {
             return Err(response.failure());
         }
         store::callback_delivered(db, order.id).await?;
-        tracing::info!(order_id = %order.id, "partner called back");
+        tracing::info!(order_id = %order.id, trace_id = %order.trace_id, "partner called back");
         Ok(())
     }
 

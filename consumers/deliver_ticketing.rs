@@ -98,7 +98,12 @@ impl Stage for DeliverTicketing {
             &issued.tickets,
         )
         .await?;
-        tracing::info!(order_id = %order.id, tickets = issued.tickets.len(), "order ticketed");
+        tracing::info!(
+            order_id = %order.id,
+            trace_id = %order.trace_id,
+            tickets = issued.tickets.len(),
+            "order ticketed"
+        );
         self.command_callback(order, issued.tickets).await
     }
 

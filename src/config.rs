@@ -66,13 +66,15 @@ impl SecretVar {
     ];
 }
 
-/// What `ihub dev` assumes where the environment says nothing, besides demo secrets: the demo
-/// WaveGate partner, and callbacks to the local OTA mock over plain HTTP.
+/// What `ihub dev` assumes where the environment says nothing, besides the required demo
+/// secrets: the demo WaveGate partner, signed callbacks, and callbacks to the local OTA mock
+/// over plain HTTP.
 pub const DEV_DEFAULTS: &[(&str, &str)] = &[
     (
         "PARTNERS_JSON",
         r#"[{"id":"demo","name":"Demo Partner","token":"demotoken","allowlist_cidrs":["0.0.0.0/0","::/0"]}]"#,
     ),
+    ("CALLBACK_SIGNING_SECRET", "dev-callback-secret"),
     ("ALLOW_PRIVATE_CALLBACKS", "1"),
     ("REQUIRE_HTTPS_CALLBACKS", "0"),
     ("ALLOWED_CALLBACK_PORTS", "*"),

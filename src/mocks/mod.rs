@@ -167,6 +167,18 @@ fn injected(status: u16, retry_after: Option<u64>) -> Response {
     }
 }
 
+/// A mock's router: its `partner` routes behind its fault plan, its `admin` routes and
+/// `/_mock/faults` outside it (so tests can read state while the partner is "down").
+pub fn with_faults(partner: Router, admin: Router, faults: &std::sync::Arc<Faults>) -> Router {
+    partner
+        .layer(axum::middleware::from_fn_with_state(
+            faults.clone(),
+            inject_faults,
+        ))
+        .merge(admin)
+        .merge(fault_routes(faults.clone()))
+}
+
 /// The `/_mock/faults` admin routes for `faults`.
 pub fn fault_routes(faults: std::sync::Arc<Faults>) -> Router {
     Router::new()

@@ -86,22 +86,18 @@ impl OperatorMock {
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
-        let partner = Router::new()
-            .route("/v2/players/{player_id}/withdraw", post(withdraw))
-            .route("/v2/players/{player_id}/deposit", post(deposit))
-            .route("/v2/players/{player_id}/balance/{currency}", get(balance))
-            .route("/v2/transactions", get(list))
-            .layer(axum::middleware::from_fn_with_state(
-                self.faults.clone(),
-                super::inject_faults,
-            ))
-            .with_state(self.clone());
-        let admin = Router::new()
-            .route("/_mock/transactions/{external_id}", delete(forget))
-            .with_state(self.clone());
-        partner
-            .merge(admin)
-            .merge(super::fault_routes(self.faults.clone()))
+        super::with_faults(
+            Router::new()
+                .route("/v2/players/{player_id}/withdraw", post(withdraw))
+                .route("/v2/players/{player_id}/deposit", post(deposit))
+                .route("/v2/players/{player_id}/balance/{currency}", get(balance))
+                .route("/v2/transactions", get(list))
+                .with_state(self.clone()),
+            Router::new()
+                .route("/_mock/transactions/{external_id}", delete(forget))
+                .with_state(self.clone()),
+            &self.faults,
+        )
     }
 
     /// Every booked transaction, oldest first.

@@ -83,20 +83,16 @@ impl OtaMock {
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
-        let partner = Router::new()
-            .route("/callbacks", post(receive))
-            .route("/callbacks/{*rest}", post(receive))
-            .layer(axum::middleware::from_fn_with_state(
-                self.faults.clone(),
-                super::inject_faults,
-            ))
-            .with_state(self.clone());
-        let admin = Router::new()
-            .route("/_mock/callbacks", get(list).delete(clear))
-            .with_state(self.clone());
-        partner
-            .merge(admin)
-            .merge(super::fault_routes(self.faults.clone()))
+        super::with_faults(
+            Router::new()
+                .route("/callbacks", post(receive))
+                .route("/callbacks/{*rest}", post(receive))
+                .with_state(self.clone()),
+            Router::new()
+                .route("/_mock/callbacks", get(list).delete(clear))
+                .with_state(self.clone()),
+            &self.faults,
+        )
     }
 
     /// Every accepted callback, in arrival order (redeliveries included).

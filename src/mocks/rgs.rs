@@ -43,15 +43,15 @@ impl RgsMock {
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
-            .route("/webhooks", post(receive).get(list))
-            .layer(axum::middleware::from_fn_with_state(
-                self.faults.clone(),
-                super::inject_faults,
-            ))
-            .route("/_mock/webhooks", delete(clear))
-            .with_state(self.clone())
-            .merge(super::fault_routes(self.faults.clone()))
+        super::with_faults(
+            Router::new()
+                .route("/webhooks", post(receive).get(list))
+                .with_state(self.clone()),
+            Router::new()
+                .route("/_mock/webhooks", delete(clear))
+                .with_state(self.clone()),
+            &self.faults,
+        )
     }
 
     pub fn received(&self) -> Vec<Received> {

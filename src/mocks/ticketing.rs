@@ -74,19 +74,15 @@ impl TicketingMock {
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
-        let partner = Router::new()
-            .route("/orders", post(create))
-            .layer(axum::middleware::from_fn_with_state(
-                self.faults.clone(),
-                super::inject_faults,
-            ))
-            .with_state(self.clone());
-        let admin = Router::new()
-            .route("/_mock/orders", get(list).delete(clear))
-            .with_state(self.clone());
-        partner
-            .merge(admin)
-            .merge(super::fault_routes(self.faults.clone()))
+        super::with_faults(
+            Router::new()
+                .route("/orders", post(create))
+                .with_state(self.clone()),
+            Router::new()
+                .route("/_mock/orders", get(list).delete(clear))
+                .with_state(self.clone()),
+            &self.faults,
+        )
     }
 
     /// Every ticketing order created, oldest first.

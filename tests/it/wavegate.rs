@@ -201,6 +201,47 @@ async fn an_order_is_ticketed_and_the_partner_called_back_signed() {
     assert_eq!(list.status, 200);
     assert_eq!(list.body["orders"][0]["id"], id.as_str());
     assert_eq!(list.body["orders"][0]["status"], "ota_callback_delivered");
+
+    // Every event the order caused matches the schema of its subject.
+    let mut seen = Vec::new();
+    for stream in ["INBOUND", "OUTBOUND"] {
+        for (subject, payload, _) in hub.stream_messages(stream).await {
+            let schema = ihub::schemas::for_subject(&subject)
+                .unwrap_or_else(|| panic!("no schema for {subject}"));
+            if let Err(errors) = schema.check(&payload) {
+                panic!("{subject} breaks {}: {errors:?}\n{payload}", schema.name);
+            }
+            seen.push(subject);
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "in.wavegate.order_accepted",
+            "out.ticketing.order",
+            "out.ota.callback"
+        ]
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn callbacks_in_flight_stay_within_the_concurrency_limit() {
+    let hub = Hub::start_with(Options {
+        env: vec![("CALLBACK_CONCURRENCY", "2".into())],
+        ..Options::default()
+    })
+    .await;
+    hub.ota.faults.latency(Duration::from_millis(150));
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        let body = order(&format!("EXT-C{n}"), &hub.callback_url("slow"));
+        ids.push(id_of(&hub.post_order(ACME, None, &body, &[]).await));
+    }
+    for id in &ids {
+        hub.wait_for_status(id, "ota_callback_delivered").await;
+    }
+    assert_eq!(hub.ota.faults.max_in_flight(), 2);
     hub.stop().await;
 }
 
