@@ -38,7 +38,8 @@ pub struct Args {
     /// Seconds per phase.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
-    /// Requests/s for the end-to-end phase (default: half the measured acceptance rate).
+    /// Requests/s for the end-to-end phase (default: half the rate the whole hub sustained in
+    /// the accept phase).
     #[arg(long)]
     pub e2e_rate: Option<f64>,
     /// Phases to run: raw, accept, e2e (comma-separated).
