@@ -52,7 +52,29 @@ pub struct Transaction {
 struct Ledger {
     balances: HashMap<(String, String), i64>,
     transactions: Vec<Transaction>,
+    /// (external transaction id, operation) → index in `transactions`.
+    booked: HashMap<(String, String), usize>,
     next_id: u64,
+}
+
+impl Ledger {
+    fn find(&self, external_id: &str, operation: &str) -> Option<&Transaction> {
+        let index = self
+            .booked
+            .get(&(external_id.to_string(), operation.to_string()))?;
+        self.transactions.get(*index)
+    }
+
+    fn push(&mut self, transaction: Transaction) {
+        self.booked.insert(
+            (
+                transaction.external_transaction_id.clone(),
+                transaction.operation.clone(),
+            ),
+            self.transactions.len(),
+        );
+        self.transactions.push(transaction);
+    }
 }
 
 pub struct OperatorMock {
@@ -117,9 +139,14 @@ impl OperatorMock {
     pub fn forget(&self, external_id: &str) -> bool {
         let mut ledger = self.ledger.lock().expect("ledger");
         let before = ledger.transactions.len();
-        ledger
-            .transactions
-            .retain(|t| t.external_transaction_id != external_id);
+        let kept: Vec<Transaction> = std::mem::take(&mut ledger.transactions)
+            .into_iter()
+            .filter(|t| t.external_transaction_id != external_id)
+            .collect();
+        ledger.booked.clear();
+        for transaction in kept {
+            ledger.push(transaction);
+        }
         before != ledger.transactions.len()
     }
 
@@ -182,11 +209,7 @@ impl OperatorMock {
 
         let mut ledger = self.ledger.lock().expect("ledger");
         // The same transaction id is the same transaction: answer it again, book nothing.
-        if let Some(existing) = ledger
-            .transactions
-            .iter()
-            .find(|t| t.external_transaction_id == external_id && t.operation == operation)
-        {
+        if let Some(existing) = ledger.find(&external_id, operation) {
             return (StatusCode::OK, Json(answer(existing))).into_response();
         }
         let key = (player_id.clone(), request.currency.clone());
@@ -228,7 +251,7 @@ impl OperatorMock {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
         };
-        ledger.transactions.push(transaction.clone());
+        ledger.push(transaction.clone());
         drop(ledger);
 
         self.call_back(&transaction);
