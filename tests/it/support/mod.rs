@@ -281,6 +281,23 @@ impl Hub {
         out
     }
 
+    /// Checks every event on INBOUND and OUTBOUND against the schema of its subject; returns
+    /// the subjects, in stream order.
+    pub async fn assert_events_match_schemas(&self) -> Vec<String> {
+        let mut seen = Vec::new();
+        for stream in ["INBOUND", "OUTBOUND"] {
+            for (subject, payload, _) in self.stream_messages(stream).await {
+                let schema = ihub::schemas::for_subject(&subject)
+                    .unwrap_or_else(|| panic!("no schema for {subject}"));
+                if let Err(errors) = schema.check(&payload) {
+                    panic!("{subject} breaks {}: {errors:?}\n{payload}", schema.name);
+                }
+                seen.push(subject);
+            }
+        }
+        seen
+    }
+
     pub async fn transaction_status(&self, id: &str) -> Option<String> {
         sqlx::query_scalar("SELECT status FROM wallet_transactions WHERE id::text = $1")
             .bind(id)
