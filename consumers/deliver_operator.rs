@@ -123,7 +123,7 @@ impl DeliverOperator {
         .bind(crate::telemetry::current_trace_id())
         .bind(delivery.delivered as i32)
         .bind(response.and_then(|r| r.status).map(i32::from))
-        .bind(response.and_then(|r| (r.status.is_none_or(|s| s >= 300)).then(|| r.describe())))
+        .bind(response.and_then(http_client::Response::attempt_error))
         .bind(response.map_or(0, |r| r.duration.as_millis() as i32))
         .bind(response.is_some())
         .bind(webhook.id)

@@ -104,7 +104,7 @@ impl Stage for DeliverOtaCallback {
     }
 
     async fn dead_lettered(&self, delivery: &Delivery, error: &str) -> anyhow::Result<()> {
-        let CallbackCommand { callback } = delivery.json().map_err(|f| anyhow::anyhow!("{f:?}"))?;
+        let CallbackCommand { callback } = delivery.json()?;
         store::blocked(&self.deps.db, callback.order.id, Job::OtaCallback, error).await?;
         Ok(())
     }

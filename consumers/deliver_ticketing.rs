@@ -108,7 +108,7 @@ impl Stage for DeliverTicketing {
     }
 
     async fn dead_lettered(&self, delivery: &Delivery, error: &str) -> anyhow::Result<()> {
-        let TicketingCommand { order } = delivery.json().map_err(|f| anyhow::anyhow!("{f:?}"))?;
+        let TicketingCommand { order } = delivery.json()?;
         store::blocked(&self.deps.db, order.id, Job::Ticketing, error).await?;
         Ok(())
     }

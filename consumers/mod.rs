@@ -204,7 +204,7 @@ pub async fn record_attempt(
     .bind(subject_id)
     .bind(attempt as i32)
     .bind(response.status.map(i32::from))
-    .bind((response.status.is_none_or(|s| s >= 300)).then(|| response.describe()))
+    .bind(response.attempt_error())
     .bind(response.duration.as_millis() as i32)
     .execute(db)
     .await?;

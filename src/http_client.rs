@@ -87,6 +87,14 @@ impl Response {
             .ok()
     }
 
+    /// What an attempt record keeps as the error: nothing for a 1xx/2xx answer, else
+    /// [`describe`](Self::describe).
+    pub fn attempt_error(&self) -> Option<String> {
+        self.status
+            .is_none_or(|s| s >= 300)
+            .then(|| self.describe())
+    }
+
     /// A one-line description for logs and attempt records (body truncated).
     pub fn describe(&self) -> String {
         match (&self.error, self.status) {

@@ -213,10 +213,7 @@ pub async fn record_attempt(
     attempt: u64,
     response: &Response,
 ) -> sqlx::Result<()> {
-    let error = response
-        .status
-        .is_none_or(|s| s >= 300)
-        .then(|| response.describe());
+    let error = response.attempt_error();
     sqlx::query(
         "WITH attempt AS (
              INSERT INTO delivery_attempts

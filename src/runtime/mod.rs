@@ -70,6 +70,14 @@ impl Failure {
     }
 }
 
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.error())
+    }
+}
+
+impl std::error::Error for Failure {}
+
 /// Unexpected errors (database, NATS) are worth retrying.
 impl From<anyhow::Error> for Failure {
     fn from(err: anyhow::Error) -> Self {
