@@ -7,12 +7,16 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Secret, SecretVar};
+use crate::config::{Config, Env, Secret};
+use crate::integration::Integration;
+use crate::integrations;
+use crate::integrations::wallet::bench;
+use crate::integrations::wallet::config::{WALLET_HMAC, WalletConfig};
 use crate::nats::Bus;
 use crate::runtime::dlq;
 use crate::signatures::{TimestampedHmac, canonical_json, unix_now};
 use crate::startup::{self, Tasks};
-use crate::{bench, mocks, shutdown, telemetry};
+use crate::{server, shutdown, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -33,19 +37,30 @@ enum Command {
     /// consumers and KV buckets defined in nats/. Idempotent.
     Setup,
     /// Run the HTTP ingress only (HTTP_ADDR).
-    Ingress,
+    Ingress {
+        #[command(flatten)]
+        select: Select,
+    },
     /// Run the durable consumers only. Any number of `consume` processes may run at once;
     /// they share the work of each durable.
     Consume {
+        #[command(flatten)]
+        select: Select,
         /// Run only these consumers (comma-separated), e.g. deliver-rgs,deliver-operator.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
     /// Setup, ingress, all consumers and all partner mocks in one process, with demo secrets
     /// where the environment sets none: the whole hub on one machine.
-    Dev,
-    /// Run the partner mocks alone (operator on OPERATOR_MOCK_ADDR, RGS on RGS_MOCK_ADDR).
-    Mocks,
+    Dev {
+        #[command(flatten)]
+        select: Select,
+    },
+    /// Run the partner mocks alone, each on its <NAME>_MOCK_ADDR.
+    Mocks {
+        #[command(flatten)]
+        select: Select,
+    },
     /// Inspect and replay dead letters (the DLQ stream).
     Dlq {
         #[command(subcommand)]
@@ -65,6 +80,21 @@ enum Command {
     },
     /// Drive signed debits against a running hub; compare with raw JetStream publishes.
     Bench(bench::Args),
+}
+
+/// Which integrations a command runs.
+#[derive(clap::Args)]
+struct Select {
+    /// Only these integrations (comma-separated, e.g. wallet,wavegate); default: all. A
+    /// process asks only for the secrets of what it runs.
+    #[arg(long, value_delimiter = ',')]
+    integrations: Vec<String>,
+}
+
+impl Select {
+    fn integrations(&self) -> anyhow::Result<Vec<&'static Integration>> {
+        integrations::select(&self.integrations)
+    }
 }
 
 #[derive(Subcommand)]
@@ -97,7 +127,7 @@ enum DlqCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::http_client::install_crypto();
+    crate::tls::install_crypto();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -118,33 +148,25 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
-    let mut cfg = match command {
-        // `dev` fills in what the environment leaves unset with its demo settings.
-        Command::Dev => Config::from_lookup(|name| {
-            std::env::var(name).ok().or_else(|| {
-                crate::config::DEV_DEFAULTS
-                    .iter()
-                    .find(|(var, _)| *var == name)
-                    .map(|(_, value)| value.to_string())
-            })
-        })?,
-        _ => Config::from_env()?,
-    };
     match command {
         Command::Setup => {
+            let cfg = Config::from_env()?;
             startup::setup(&cfg, |line| println!("  {line}")).await?;
             println!("setup done");
             Ok(())
         }
-        Command::Ingress => {
-            cfg.require(&SecretVar::ALL)?;
+        Command::Ingress { select } => {
+            let integrations = select.integrations()?;
+            let cfg = Config::from_env()?;
+            cfg.env.require(&startup::ingress_secrets(&integrations))?;
             let mut running = Running::start(cfg, "ingress")?;
             let started = async {
                 let cfg = &running.cfg;
                 let (bus, db) = startup::connect(cfg, "ingress", 8).await?;
-                let listener = mocks::bind(cfg.http_addr, "the ingress", "HTTP_ADDR").await?;
+                let listener = server::bind(cfg.http_addr, "the ingress", "HTTP_ADDR").await?;
                 let url = startup::ingress(
                     cfg,
+                    &integrations,
                     bus,
                     db,
                     listener,
@@ -158,86 +180,52 @@ async fn run(command: Command) -> anyhow::Result<()> {
             .await;
             running.finish(started).await
         }
-        Command::Consume { only } => {
-            cfg.require(&[SecretVar::WalletHmac])?;
+        Command::Consume { select, only } => {
             // A typo in --only is reported before anything is connected.
-            crate::consumers::select(&only)?;
+            let consumers = integrations::consumers(&select.integrations()?, &only)?;
+            let cfg = Config::from_env()?;
+            cfg.env.require(&startup::consumer_secrets(&consumers))?;
             let mut running = Running::start(cfg, "consume")?;
             let started = async {
                 let cfg = &running.cfg;
                 let pool = (cfg.consumer_concurrency as u32).clamp(4, 32);
                 let (bus, db) = startup::connect(cfg, "consume", pool).await?;
-                startup::consumers(cfg, bus, db, &only, &running.shutdown, &mut running.tasks)
-                    .await?;
+                startup::consumers(
+                    cfg,
+                    &consumers,
+                    bus,
+                    db,
+                    &running.shutdown,
+                    &mut running.tasks,
+                )
+                .await?;
                 println!("ihub consumers running");
                 anyhow::Ok(())
             }
             .await;
             running.finish(started).await
         }
-        Command::Mocks => {
-            cfg.require(&[SecretVar::WalletHmac])?;
+        Command::Mocks { select } => {
+            let (mocks, secrets) = startup::mocks_of(&select.integrations()?);
+            let cfg = Config::from_env()?;
+            cfg.env.require(&secrets)?;
             let mut running = Running::start(cfg, "mocks")?;
             let started = async {
-                let mocks = bind_mocks(&running.cfg, &running.shutdown, &mut running.tasks).await?;
-                println!("operator mock on {}", mocks.operator_url);
-                println!("RGS mock on {}", mocks.rgs_url);
-                println!("ticketing mock on {}", mocks.ticketing_url);
-                println!("OTA partner mock on {}", mocks.ota_url);
+                let env = running.cfg.env.clone();
+                let bound = startup::bind_mocks(&env, &mocks).await?;
+                let mocks = startup::mocks(&env, bound, &running.shutdown, &mut running.tasks)?;
+                for mock in mocks {
+                    println!("{} on {}{}", mock.name, mock.url, mock.path);
+                }
                 anyhow::Ok(())
             }
             .await;
             running.finish(started).await
         }
-        Command::Dev => {
-            let filled = cfg.fill_demo_secrets();
-            if !filled.is_empty() {
-                eprintln!("using demo values for {} (see README)", filled.join(", "));
-            }
-            println!("setting up");
-            startup::setup(&cfg, |line| println!("  {line}")).await?;
-            let mut running = Running::start(cfg, "dev")?;
-            let started = async {
-                let cfg = &running.cfg;
-                let (bus, db) = startup::connect(cfg, "dev", 32).await?;
-                let ingress_listener =
-                    mocks::bind(cfg.http_addr, "the ingress", "HTTP_ADDR").await?;
-                let mocks = bind_mocks(cfg, &running.shutdown, &mut running.tasks).await?;
-                startup::consumers(
-                    cfg,
-                    bus.clone(),
-                    db.clone(),
-                    &[],
-                    &running.shutdown,
-                    &mut running.tasks,
-                )
-                .await?;
-                let url = startup::ingress(
-                    cfg,
-                    bus,
-                    db,
-                    ingress_listener,
-                    running.shutdown.clone(),
-                    &mut running.tasks,
-                )
-                .await?;
-                println!(
-                    "\nihub dev is running\n  ingress        {url}\n  operator mock  {}\n  \
-                     RGS mock       {}\n  ticketing mock {}\n  OTA mock       {}/callbacks\n  \
-                     consumers      {}\nctrl-c stops it; the README has curl examples.",
-                    mocks.operator_url,
-                    mocks.rgs_url,
-                    mocks.ticketing_url,
-                    mocks.ota_url,
-                    crate::consumers::ALL.join(", ")
-                );
-                anyhow::Ok(())
-            }
-            .await;
-            running.finish(started).await
-        }
+        Command::Dev { select } => dev(select.integrations()?).await,
         Command::Dlq { command } => {
-            let bus = Bus::connect(&cfg.nats_url, &cfg.nats_prefix, "ihub-dlq").await?;
+            let cfg = Config::from_env()?;
+            let bus = Bus::connect(cfg.nats_url.expose(), &cfg.nats_prefix, "ihub-dlq").await?;
             dlq_command(&bus, command).await
         }
         Command::Sign {
@@ -256,9 +244,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .map_err(|err| anyhow::anyhow!("--body is not JSON: {err}"))?;
             let secret = secret.filter(|s| !s.is_empty()).unwrap_or_else(|| {
                 eprintln!("(signing with the demo secret of `ihub dev`; set WALLET_HMAC_SECRET for another hub)");
-                SecretVar::WalletHmac.demo_value().to_string()
+                WALLET_HMAC.demo.to_string()
             });
-            let signer = TimestampedHmac::new(Secret::new(secret), cfg.signature_tolerance);
+            let tolerance = WalletConfig::from_env(&Env::process())?.signature_tolerance;
+            let signer = TimestampedHmac::new(Secret::new(secret), tolerance);
             let timestamp = timestamp.unwrap_or_else(unix_now);
             println!("X-Timestamp: {timestamp}");
             println!(
@@ -267,28 +256,72 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Bench(args) => bench::run(&cfg, args).await,
+        Command::Bench(args) => bench::run(&Config::from_env()?, args).await,
     }
 }
 
-async fn bind_mocks(
-    cfg: &Config,
-    shutdown: &CancellationToken,
-    tasks: &mut Tasks,
-) -> anyhow::Result<startup::Mocks> {
-    let m = &cfg.mocks;
-    let listeners = startup::MockListeners {
-        operator: mocks::bind(m.operator_addr, "the operator mock", "OPERATOR_MOCK_ADDR").await?,
-        rgs: mocks::bind(m.rgs_addr, "the RGS mock", "RGS_MOCK_ADDR").await?,
-        ticketing: mocks::bind(
-            m.ticketing_addr,
-            "the ticketing mock",
-            "TICKETING_MOCK_ADDR",
+/// `ihub dev`: the demo settings of `integrations` beneath the environment, setup, then their
+/// mocks, consumers and routes in one process, wired to each other.
+async fn dev(integrations: Vec<&'static Integration>) -> anyhow::Result<()> {
+    let secrets: Vec<_> = integrations
+        .iter()
+        .flat_map(|i| i.secrets.iter().copied())
+        .collect();
+    let (env, filled) = Env::process()
+        .with_defaults(
+            integrations
+                .iter()
+                .flat_map(|i| i.dev_defaults.iter().copied()),
         )
-        .await?,
-        ota: mocks::bind(m.ota_addr, "the OTA partner mock", "OTA_MOCK_ADDR").await?,
-    };
-    startup::mocks(cfg, listeners, shutdown, tasks)
+        .with_demo_secrets(&secrets);
+    if !filled.is_empty() {
+        eprintln!("using demo values for {} (see README)", filled.join(", "));
+    }
+    let cfg = Config::load(env)?;
+    println!("setting up");
+    startup::setup(&cfg, |line| println!("  {line}")).await?;
+    let mut running = Running::start(cfg, "dev")?;
+    let started = async {
+        let ingress_listener =
+            server::bind(running.cfg.http_addr, "the ingress", "HTTP_ADDR").await?;
+        let (mocks, _) = startup::mocks_of(&integrations);
+        let bound = startup::bind_mocks(&running.cfg.env, &mocks).await?;
+        // The hub calls the mocks where they listen, and they call it back where it does.
+        let wires = startup::wiring(&bound, &server::url_of(&ingress_listener));
+        let cfg = Arc::new(running.cfg.with_env(running.cfg.env.with_defaults(wires)));
+        let (bus, db) = startup::connect(&cfg, "dev", 32).await?;
+        let mocks = startup::mocks(&cfg.env, bound, &running.shutdown, &mut running.tasks)?;
+        let consumers = integrations::consumers(&integrations, &[])?;
+        startup::consumers(
+            &cfg,
+            &consumers,
+            bus.clone(),
+            db.clone(),
+            &running.shutdown,
+            &mut running.tasks,
+        )
+        .await?;
+        let url = startup::ingress(
+            &cfg,
+            &integrations,
+            bus,
+            db,
+            ingress_listener,
+            running.shutdown.clone(),
+            &mut running.tasks,
+        )
+        .await?;
+        let mut banner = format!("\nihub dev is running\n  {:<15}{url}\n", "ingress");
+        for mock in &mocks {
+            banner.push_str(&format!("  {:<15}{}{}\n", mock.name, mock.url, mock.path));
+        }
+        let durables: Vec<&str> = consumers.iter().map(|c| c.durable()).collect();
+        banner.push_str(&format!("  {:<15}{}\n", "consumers", durables.join(", ")));
+        println!("{banner}ctrl-c stops it; the README has curl examples.");
+        anyhow::Ok(())
+    }
+    .await;
+    running.finish(started).await
 }
 
 /// A long-lived command: telemetry, one shutdown token (SIGTERM, ctrl-c), and its tasks.

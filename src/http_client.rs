@@ -1,26 +1,15 @@
 //! Outbound HTTP: one client per process, calls that carry the trace, and the one rule for
 //! what a partner's answer means (success, retry, permanent).
 
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use tracing::Instrument;
 
-use crate::runtime::Failure;
-
-/// TLS uses ring (shared with async-nats); it must be installed before any client is built.
-pub fn install_crypto() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
 /// The client for partner calls: bounded by `timeout`, never following redirects.
 pub fn client(timeout: Duration) -> reqwest::Client {
-    install_crypto();
+    crate::tls::install_crypto();
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -108,17 +97,6 @@ impl Response {
         }
     }
 
-    /// The failure the runtime should act on, for anything but success.
-    pub fn failure(&self) -> Failure {
-        match self.verdict() {
-            Verdict::Permanent => Failure::permanent(self.describe()),
-            _ => Failure::Retry {
-                error: self.describe(),
-                retry_after: self.retry_after(),
-            },
-        }
-    }
-
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
         serde_json::from_slice(&self.body).ok()
     }
@@ -194,5 +172,87 @@ fn transport_error(err: &reqwest::Error) -> String {
         format!("connection failed: {err}")
     } else {
         format!("request failed: {err}")
+    }
+}
+
+#[cfg(test)]
+impl Response {
+    /// A partner's answer, for tests of what it means.
+    pub fn answered(status: u16, body: &str) -> Self {
+        Response {
+            status: Some(status),
+            headers: HeaderMap::new(),
+            body: Bytes::from(body.to_string()),
+            duration: Duration::from_millis(12),
+            error: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(status: u16, retry_after: Option<&str>) -> Response {
+        let mut response = Response::answered(status, "{\"error\":\"nope\"}");
+        if let Some(value) = retry_after {
+            response
+                .headers
+                .insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+        }
+        response
+    }
+
+    #[test]
+    fn the_status_decides_the_verdict() {
+        for (status, verdict) in [
+            (200, Verdict::Success),
+            (201, Verdict::Success),
+            (204, Verdict::Success),
+            (301, Verdict::Permanent),
+            (400, Verdict::Permanent),
+            (401, Verdict::Permanent),
+            (404, Verdict::Permanent),
+            (409, Verdict::Permanent),
+            (422, Verdict::Permanent),
+            (408, Verdict::Retry),
+            (429, Verdict::Retry),
+            (500, Verdict::Retry),
+            (502, Verdict::Retry),
+            (503, Verdict::Retry),
+        ] {
+            assert_eq!(answered(status, None).verdict(), verdict, "{status}");
+        }
+        let timed_out = Response::not_sent("timed out".into());
+        assert_eq!(timed_out.verdict(), Verdict::Retry);
+        assert_eq!(timed_out.describe(), "timed out");
+    }
+
+    #[test]
+    fn attempts_keep_the_error_of_anything_but_success() {
+        assert_eq!(answered(200, None).attempt_error(), None);
+        assert_eq!(
+            answered(503, None).attempt_error().as_deref(),
+            Some("HTTP 503: {\"error\":\"nope\"}")
+        );
+        assert_eq!(
+            Response::not_sent("refused".into())
+                .attempt_error()
+                .as_deref(),
+            Some("refused")
+        );
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        assert_eq!(
+            answered(429, Some("7")).retry_after(),
+            Some(Duration::from_secs(7))
+        );
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(120)).to_rfc2822();
+        let parsed = answered(503, Some(&later)).retry_after().unwrap();
+        assert!(parsed > Duration::from_secs(100) && parsed <= Duration::from_secs(120));
+        assert_eq!(answered(503, Some("soon")).retry_after(), None);
+        assert_eq!(answered(503, None).retry_after(), None);
     }
 }

@@ -1,77 +1,73 @@
-//! The JSON Schemas in `schemas/`, compiled once: every inbound payload is checked against its
-//! schema before anything is published, and every event on a subject has one (tests check the
-//! events the pipeline publishes against them).
+//! JSON Schemas, from `schemas/<integration>/`. Each integration declares its schemas as
+//! statics with [`schema!`](crate::schema) and maps the subjects it publishes on to them
+//! ([`Event`]); every inbound payload is checked against its schema before anything is
+//! published, and the tests check every published event against the schema of its subject.
 
-use std::sync::LazyLock;
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
+/// A schema file, compiled on first use.
 pub struct Schema {
+    /// Its path under `schemas/`, e.g. `wallet/wallet-request.json`.
     pub name: &'static str,
-    validator: jsonschema::Validator,
+    text: &'static str,
+    validator: OnceLock<jsonschema::Validator>,
 }
 
 impl Schema {
-    fn compile(name: &'static str, text: &str) -> Self {
-        let schema: Value = serde_json::from_str(text)
-            .unwrap_or_else(|err| panic!("schemas/{name} is not JSON: {err}"));
-        let validator = jsonschema::validator_for(&schema)
-            .unwrap_or_else(|err| panic!("schemas/{name} is not a valid schema: {err}"));
-        Self { name, validator }
+    pub const fn new(name: &'static str, text: &'static str) -> Self {
+        Self {
+            name,
+            text,
+            validator: OnceLock::new(),
+        }
+    }
+
+    /// Compiles the schema (once). A schema file that does not compile is a bug in ihub, and
+    /// a test compiles them all.
+    pub fn validator(&self) -> &jsonschema::Validator {
+        self.validator.get_or_init(|| {
+            let schema: Value = serde_json::from_str(self.text)
+                .unwrap_or_else(|err| panic!("schemas/{} is not JSON: {err}", self.name));
+            jsonschema::validator_for(&schema)
+                .unwrap_or_else(|err| panic!("schemas/{} is not a valid schema: {err}", self.name))
+        })
     }
 
     /// Every violation, as "`/path`: message" lines a caller can act on.
     pub fn check(&self, value: &Value) -> Result<(), Vec<String>> {
-        if self.validator.is_valid(value) {
+        let validator = self.validator();
+        if validator.is_valid(value) {
             return Ok(());
         }
-        Err(self
-            .validator
+        Err(validator
             .iter_errors(value)
             .map(|err| {
                 let path = err.instance_path().to_string();
-                let path = if path.is_empty() {
-                    "/".to_string()
-                } else {
-                    path
-                };
+                let path = if path.is_empty() { "/".into() } else { path };
                 format!("{path}: {}", err.masked())
             })
             .collect())
     }
 }
 
+/// `static NAME: Schema` from `schemas/<path>`.
+#[macro_export]
 macro_rules! schema {
-    ($static:ident, $file:literal) => {
-        pub static $static: LazyLock<Schema> =
-            LazyLock::new(|| Schema::compile($file, include_str!(concat!("../schemas/", $file))));
+    ($(#[$doc:meta])* $static:ident, $path:literal) => {
+        $(#[$doc])*
+        pub static $static: $crate::schemas::Schema = $crate::schemas::Schema::new(
+            $path,
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/", $path)),
+        );
     };
 }
 
-schema!(WALLET_REQUEST, "wallet-request.json");
-schema!(OPERATOR_CALLBACK, "operator-callback.json");
-schema!(WALLET_REQUESTED, "events/wallet-requested.json");
-schema!(OPERATOR_COMMAND, "events/operator-command.json");
-schema!(RGS_WEBHOOK, "events/rgs-webhook.json");
-schema!(ORDER_REQUEST, "order-request.json");
-schema!(ORDER_ACCEPTED, "events/order-accepted.json");
-schema!(AUTH_REFUSED, "events/auth-refused.json");
-schema!(TICKETING_COMMAND, "events/ticketing-command.json");
-schema!(OTA_CALLBACK_COMMAND, "events/ota-callback-command.json");
-
-/// The schema of the events on `subject` (unprefixed), if ihub publishes there.
-pub fn for_subject(subject: &str) -> Option<&'static Schema> {
-    Some(match subject {
-        "in.wallet.debit" | "in.wallet.credit" => &WALLET_REQUESTED,
-        "in.wallet.operator_callback" => &OPERATOR_CALLBACK,
-        "out.operator.withdraw" | "out.operator.deposit" => &OPERATOR_COMMAND,
-        "out.rgs.webhook" => &RGS_WEBHOOK,
-        "in.wavegate.order_accepted" => &ORDER_ACCEPTED,
-        "in.wavegate.auth_refused" => &AUTH_REFUSED,
-        "out.ticketing.order" => &TICKETING_COMMAND,
-        "out.ota.callback" => &OTA_CALLBACK_COMMAND,
-        _ => return None,
-    })
+/// The schema of the events an integration publishes on one subject (unprefixed).
+pub struct Event {
+    pub subject: &'static str,
+    pub schema: &'static Schema,
 }
 
 #[cfg(test)]
@@ -79,45 +75,17 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn every_schema_compiles() {
-        for s in [
-            &WALLET_REQUEST,
-            &OPERATOR_CALLBACK,
-            &WALLET_REQUESTED,
-            &OPERATOR_COMMAND,
-            &RGS_WEBHOOK,
-            &ORDER_REQUEST,
-            &ORDER_ACCEPTED,
-            &AUTH_REFUSED,
-            &TICKETING_COMMAND,
-            &OTA_CALLBACK_COMMAND,
-        ] {
-            assert!(!s.name.is_empty());
-        }
-    }
+    static SAMPLE: Schema = Schema::new(
+        "sample.json",
+        r#"{"type": "object", "required": ["n"], "additionalProperties": false,
+            "properties": {"n": {"type": "integer", "minimum": 1}}}"#,
+    );
 
     #[test]
-    fn wallet_requests_are_strict() {
-        let ok = json!({"player_id": "p1", "amount": 1050, "currency": "EUR"});
-        assert!(WALLET_REQUEST.check(&ok).is_ok());
-        let errors = WALLET_REQUEST
-            .check(&json!({"player_id": "p1", "amount": "10", "currency": "EUR", "x": 1}))
-            .unwrap_err();
-        assert!(
-            errors.iter().any(|e| e.starts_with("/amount")),
-            "{errors:?}"
-        );
-        assert!(errors.iter().any(|e| e.contains("x")), "{errors:?}");
-        assert!(
-            WALLET_REQUEST
-                .check(&json!({"player_id": "p1", "amount": 0, "currency": "EUR"}))
-                .is_err()
-        );
-        assert!(
-            WALLET_REQUEST
-                .check(&json!({"player_id": "p1", "amount": 10.5, "currency": "EUR"}))
-                .is_err()
-        );
+    fn violations_name_the_path() {
+        assert!(SAMPLE.check(&json!({"n": 1})).is_ok());
+        let errors = SAMPLE.check(&json!({"n": 0, "x": true})).unwrap_err();
+        assert!(errors.iter().any(|e| e.starts_with("/n: ")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.starts_with("/: ")), "{errors:?}");
     }
 }

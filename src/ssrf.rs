@@ -361,7 +361,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
 /// `timeout`, https only when the policy says so, and connecting only to addresses its
 /// resolver checked against `policy` (see the module docs for IP-literal hosts).
 pub fn guarded_client(policy: Arc<CallbackPolicy>, timeout: Duration) -> reqwest::Client {
-    crate::http_client::install_crypto();
+    crate::tls::install_crypto();
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))

@@ -1,143 +1,204 @@
-//! Assembling the hub: setup, the ingress, the consumers, the mocks. The CLI and the tests
-//! build the same pieces; tests bind port 0 and read the port back.
+//! Assembling the hub from the registry: setup, the ingress, the consumers, the mocks. The CLI
+//! and the tests build the same pieces; tests bind port 0 and read the port back.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::consumers::{self, Deps};
-use crate::mocks::{
-    self, operator::OperatorMock, ota::OtaMock, rgs::RgsMock, ticketing::TicketingMock,
-};
+use crate::config::{Config, Env, SecretVar};
+use crate::idempotency::Idempotency;
+use crate::integration::Integration;
+use crate::mocks::{self, Mock};
 use crate::nats::{Bus, provision};
-use crate::{db, ingress};
+use crate::runtime::{self, Consumer};
+use crate::{db, http_client, ingress, integrations, server};
 
 pub type Tasks = JoinSet<anyhow::Result<()>>;
 
-/// Creates the database if missing, migrates it, and applies `nats/`. Idempotent.
+/// Creates the database if missing, migrates it, applies every integration's seed data (when
+/// the environment asks for it) and the definitions in `nats/`. Idempotent.
 pub async fn setup(cfg: &Config, mut progress: impl FnMut(String)) -> anyhow::Result<()> {
-    let shown = cfg.database_url_for_display();
-    if db::create_database_if_missing(&cfg.database_url).await? {
-        progress(format!("created database {shown}"));
+    let url = &cfg.database_url;
+    if db::create_database_if_missing(url.expose()).await? {
+        progress(format!("created database {url}"));
     } else {
-        progress(format!("database {shown} exists"));
+        progress(format!("database {url} exists"));
     }
-    let pool = db::connect(&cfg.database_url, 2).await?;
+    let pool = db::connect(url.expose(), 2).await?;
     db::migrate(&pool).await?;
     progress("migrations applied".into());
-    if let Some(partners) = &cfg.wavegate.partners_json {
-        let key = cfg.secret(crate::config::SecretVar::AppHmac)?;
-        let seeded = db::wavegate::seed_partners(&pool, partners, &key).await?;
-        progress(format!(
-            "partners seeded from PARTNERS_JSON: {}",
-            seeded.join(", ")
-        ));
+    for integration in integrations::ALL {
+        if let Some(seed) = integration.seed
+            && let Some(line) = seed(&cfg.env, &pool)
+                .await
+                .with_context(|| format!("seeding {}", integration.name))?
+        {
+            progress(line);
+        }
     }
     pool.close().await;
 
-    let bus = Bus::connect(&cfg.nats_url, &cfg.nats_prefix, "ihub-setup").await?;
-    let definitions = provision::definitions(&bus.names, cfg.ack_wait)?;
+    let bus = Bus::connect(cfg.nats_url.expose(), &cfg.nats_prefix, "ihub-setup").await?;
+    let definitions =
+        provision::definitions(&bus.names, cfg.ack_wait, &integrations::consumer_files())?;
     provision::apply(&bus.js, &definitions, &mut progress).await?;
     bus.client.flush().await?;
     Ok(())
 }
 
 pub async fn connect(cfg: &Config, role: &str, pool_size: u32) -> anyhow::Result<(Bus, PgPool)> {
-    let bus = Bus::connect(&cfg.nats_url, &cfg.nats_prefix, &format!("ihub-{role}")).await?;
-    let db = db::connect(&cfg.database_url, pool_size).await?;
+    let bus = Bus::connect(
+        cfg.nats_url.expose(),
+        &cfg.nats_prefix,
+        &format!("ihub-{role}"),
+    )
+    .await?;
+    let db = db::connect(cfg.database_url.expose(), pool_size).await?;
     Ok((bus, db))
 }
 
-/// Serves the ingress on `listener` until `shutdown`.
+/// The secrets the routes of `integrations` need.
+pub fn ingress_secrets(integrations: &[&'static Integration]) -> Vec<&'static SecretVar> {
+    integrations
+        .iter()
+        .flat_map(|i| i.ingress.secrets.iter().copied())
+        .collect()
+}
+
+/// The secrets `consumers` need.
+pub fn consumer_secrets(consumers: &[&'static Consumer]) -> Vec<&'static SecretVar> {
+    consumers
+        .iter()
+        .flat_map(|c| c.secrets.iter().copied())
+        .collect()
+}
+
+/// The mocks of `integrations`, and the secrets they need.
+pub fn mocks_of(
+    integrations: &[&'static Integration],
+) -> (Vec<&'static Mock>, Vec<&'static SecretVar>) {
+    let mocks: Vec<&'static Mock> = integrations.iter().flat_map(|i| i.mocks.iter()).collect();
+    let secrets = mocks
+        .iter()
+        .flat_map(|m| m.secrets.iter().copied())
+        .collect();
+    (mocks, secrets)
+}
+
+/// Serves the routes of `integrations` on `listener` until `shutdown`; returns its URL.
 pub async fn ingress(
-    cfg: &Config,
+    cfg: &Arc<Config>,
+    integrations: &[&'static Integration],
     bus: Bus,
     db: PgPool,
     listener: TcpListener,
     shutdown: CancellationToken,
     tasks: &mut Tasks,
 ) -> anyhow::Result<String> {
-    let state = ingress::AppState::new(cfg, bus, db).await?;
-    let url = mocks::url_of(&listener);
-    tasks.spawn(mocks::serve(listener, ingress::router(state), shutdown));
+    let ctx = ingress::Context {
+        idempotency: Idempotency::new(bus.kv("idempotency").await?),
+        http: http_client::client(cfg.http_timeout),
+        cfg: cfg.clone(),
+        bus,
+        db,
+    };
+    let mut routes = Vec::new();
+    for integration in integrations {
+        let built = (integration.ingress.routes)(&ctx)
+            .await
+            .with_context(|| format!("could not start {}'s routes", integration.name))?;
+        routes.push(built);
+    }
+    let url = server::url_of(&listener);
+    tasks.spawn(server::serve(
+        listener,
+        ingress::router(&ctx, routes),
+        shutdown,
+    ));
     Ok(url)
 }
 
-/// Starts the named consumers (all when `only` is empty).
+/// Starts `consumers`: each has bound its durable and is pulling when this returns.
 pub async fn consumers(
     cfg: &Arc<Config>,
+    consumers: &[&'static Consumer],
     bus: Bus,
     db: PgPool,
-    only: &[String],
     shutdown: &CancellationToken,
     tasks: &mut Tasks,
 ) -> anyhow::Result<()> {
-    let names = consumers::select(only)?;
-    let deps = Deps::new(bus, db, cfg.clone()).await?;
-    consumers::spawn(&names, &deps, shutdown, tasks)
+    let Some(first) = consumers.first() else {
+        return Ok(());
+    };
+    let base = runtime::Context {
+        idempotency: Idempotency::new(bus.kv("idempotency").await?),
+        http: http_client::client(cfg.http_timeout),
+        cfg: cfg.clone(),
+        bus,
+        db,
+        file: first.file,
+    };
+    for consumer in consumers {
+        let ctx = runtime::Context {
+            file: consumer.file,
+            ..base.clone()
+        };
+        let worker = (consumer.start)(&ctx)
+            .with_context(|| format!("could not start consumer {}", consumer.durable()))?;
+        let pulling = worker.start(ctx.bus.clone(), shutdown.clone()).await?;
+        tasks.spawn(pulling.into_future());
+    }
+    Ok(())
 }
 
-/// The partner mocks, running.
-pub struct Mocks {
-    pub operator: Arc<OperatorMock>,
-    pub operator_url: String,
-    pub rgs: Arc<RgsMock>,
-    pub rgs_url: String,
-    pub ticketing: Arc<TicketingMock>,
-    pub ticketing_url: String,
-    pub ota: Arc<OtaMock>,
-    pub ota_url: String,
+/// Binds each mock at its address (`<MOCK>_ADDR`, else its default).
+pub async fn bind_mocks(
+    env: &Env,
+    mocks: &[&'static Mock],
+) -> anyhow::Result<Vec<(&'static Mock, TcpListener)>> {
+    let mut bound = Vec::new();
+    for mock in mocks {
+        let addr = env.addr(mock.addr_var, mock.default_addr)?;
+        let what = format!("the {}", mock.name);
+        bound.push((*mock, server::bind(addr, &what, mock.addr_var).await?));
+    }
+    Ok(bound)
 }
 
-/// Where the partner mocks listen.
-pub struct MockListeners {
-    pub operator: TcpListener,
-    pub rgs: TcpListener,
-    pub ticketing: TcpListener,
-    pub ota: TcpListener,
+/// The variables that point the hub at `mocks` and the mocks at the ingress on `ingress_url`,
+/// when they run in one process.
+pub fn wiring(
+    mocks: &[(&'static Mock, TcpListener)],
+    ingress_url: &str,
+) -> Vec<(&'static str, String)> {
+    let urls: Vec<(&Mock, String)> = mocks
+        .iter()
+        .map(|(mock, listener)| (*mock, server::url_of(listener)))
+        .collect();
+    mocks::wiring(urls.iter().map(|(m, url)| (*m, url.as_str())), ingress_url)
 }
 
-/// Starts every partner mock on its listener.
+/// Starts each mock on its listener with the settings of `env`.
 pub fn mocks(
-    cfg: &Config,
-    listeners: MockListeners,
+    env: &Env,
+    mocks: Vec<(&'static Mock, TcpListener)>,
     shutdown: &CancellationToken,
     tasks: &mut Tasks,
-) -> anyhow::Result<Mocks> {
-    let operator_mock = OperatorMock::new(mocks::operator::Options {
-        currencies: cfg.mocks.operator_currencies.clone(),
-        initial_balance_minor: cfg.mocks.operator_initial_balance_minor,
-        callback: Some((
-            cfg.mocks.hub_callback_url.clone(),
-            cfg.operator_webhook_secret()?,
-        )),
-    });
-    let rgs_mock = RgsMock::new(cfg.wallet_hmac_secret.clone());
-    let ticketing_mock = TicketingMock::new();
-    let ota_mock = OtaMock::new(cfg.wavegate.callback_signing_secret.clone());
-    let started = Mocks {
-        operator_url: mocks::url_of(&listeners.operator),
-        rgs_url: mocks::url_of(&listeners.rgs),
-        ticketing_url: mocks::url_of(&listeners.ticketing),
-        ota_url: mocks::url_of(&listeners.ota),
-        operator: operator_mock.clone(),
-        rgs: rgs_mock.clone(),
-        ticketing: ticketing_mock.clone(),
-        ota: ota_mock.clone(),
-    };
-    for (listener, router) in [
-        (listeners.operator, operator_mock.router()),
-        (listeners.rgs, rgs_mock.router()),
-        (listeners.ticketing, ticketing_mock.router()),
-        (listeners.ota, ota_mock.router()),
-    ] {
-        tasks.spawn(mocks::serve(listener, router, shutdown.clone()));
+) -> anyhow::Result<Vec<mocks::Running>> {
+    let mut running = Vec::new();
+    for (mock, listener) in mocks {
+        let routes =
+            (mock.start)(env).with_context(|| format!("could not start the {}", mock.name))?;
+        let (started, server) = mocks::start(mock, listener, routes, shutdown.clone());
+        tasks.spawn(server);
+        running.push(started);
     }
-    Ok(started)
+    Ok(running)
 }
 
 /// Waits for every task; the first failure cancels the rest and is returned.

@@ -59,7 +59,7 @@ pub fn init(
     logs: Logs,
 ) -> anyhow::Result<Telemetry> {
     // The OTLP exporter's HTTP client needs the TLS provider in place.
-    crate::http_client::install_crypto();
+    crate::tls::install_crypto();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
     let mut builder = SdkTracerProvider::builder().with_resource(

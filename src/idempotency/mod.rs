@@ -3,8 +3,8 @@
 //! Lifecycle of a key:
 //! 1. The ingress *claims* `<scope>.<sha256(Idempotency-Key)>` with a create that fails when the
 //!    key exists, storing the request's fingerprint and the response it is about to give.
-//! 2. A later request with the same key gets that stored response when its fingerprint matches,
-//!    and 409 when it does not.
+//! 2. A later request with the same key gets that stored response when its fingerprint matches
+//!    ([`Claim::Repeat`]), and 409 when it does not ([`Claim::Conflict`]).
 //! 3. When the outcome is known, a consumer *completes* the record, replacing the stored
 //!    response; replays from then on return the outcome.
 //!
@@ -32,11 +32,26 @@ pub struct Record {
     pub done: bool,
 }
 
+/// What claiming a key came to, for a request with a given body fingerprint.
+#[derive(Debug, PartialEq)]
 pub enum Claim {
     /// This request owns the key.
     Claimed,
-    /// The key was claimed before, by this record.
-    Existing(Record),
+    /// The same request (same body) claimed it before; this is what it stored.
+    Repeat(Record),
+    /// Another request, with another body, holds the key.
+    Conflict,
+}
+
+impl Claim {
+    /// What finding `existing` under the key means for a request with `fingerprint`.
+    pub fn of_existing(existing: Record, fingerprint: &str) -> Self {
+        if existing.fingerprint == fingerprint {
+            Claim::Repeat(existing)
+        } else {
+            Claim::Conflict
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -78,7 +93,7 @@ impl Idempotency {
                 Ok(_) => return Ok(Claim::Claimed),
                 Err(err) if err.kind() == CreateErrorKind::AlreadyExists => {
                     if let Some(existing) = self.get(key).await? {
-                        return Ok(Claim::Existing(existing));
+                        return Ok(Claim::of_existing(existing, &record.fingerprint));
                     }
                 }
                 Err(err) => {
@@ -134,6 +149,25 @@ mod tests {
         assert_eq!(a.len(), "wallet-debit.".len() + 64);
         assert_ne!(a, Idempotency::key("wallet-credit", "k1"));
         assert_ne!(a, Idempotency::key("wallet-debit", "k2"));
+    }
+
+    #[test]
+    fn the_same_body_repeats_and_another_conflicts() {
+        let stored = Record {
+            fingerprint: fingerprint(b"{\"a\":1}"),
+            resource_id: "t-1".into(),
+            status: 202,
+            body: serde_json::json!({"status": "pending"}),
+            done: false,
+        };
+        assert_eq!(
+            Claim::of_existing(stored.clone(), &fingerprint(b"{\"a\":1}")),
+            Claim::Repeat(stored.clone())
+        );
+        assert_eq!(
+            Claim::of_existing(stored, &fingerprint(b"{\"a\":2}")),
+            Claim::Conflict
+        );
     }
 
     #[test]

@@ -1,75 +1,81 @@
-//! The HTTP ingress: one router per integration, merged here. Handlers are thin: verify,
-//! parse, claim the idempotency key, publish one event, answer. The ingress writes only to
-//! NATS; it reads Postgres for readiness and query endpoints.
+//! The HTTP ingress: `/health`, `/ready`, and each integration's routes. Handlers are thin:
+//! verify, parse, claim the idempotency key, publish one event, answer. The ingress writes only
+//! to NATS; it reads Postgres for readiness and query endpoints.
+//!
+//! What every handler does the same way lives here: its server span ([`server_span!`],
+//! [`respond`]), JSON and schema checks, bearer tokens, the idempotency claim and replay, and
+//! `Prefer: wait=N`.
 
 mod error;
-pub mod orders;
-pub mod reconciliation;
-pub mod wallet;
 
 pub use error::ApiError;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
 use sqlx::PgPool;
+use tracing::Instrument;
 
-use crate::config::Config;
-use crate::idempotency::Idempotency;
+use crate::config::{Config, Env, Secret, SecretVar};
+use crate::idempotency::{Claim, Idempotency, Record};
 use crate::nats::Bus;
+use crate::schemas::Schema;
 
-/// What every handler can reach.
-pub struct AppState {
+/// An integration's routes: the secrets they need and how to build them.
+pub struct Ingress {
+    /// Checked, with those of every other part a process runs, before anything connects.
+    pub secrets: &'static [&'static SecretVar],
+    /// Builds the routes, with their state applied.
+    pub routes: for<'a> fn(&'a Context) -> BoxFuture<'a, anyhow::Result<Router>>,
+}
+
+/// What an integration's routes can reach.
+#[derive(Clone)]
+pub struct Context {
+    pub cfg: Arc<Config>,
     pub bus: Bus,
     pub db: PgPool,
     pub idempotency: Idempotency,
+    /// The client for calls to partners (reconciliation reads them).
     pub http: reqwest::Client,
-    pub wallet: wallet::WalletIngress,
-    pub orders: orders::OrdersIngress,
-    /// The longest `Prefer: wait=N` honoured.
-    pub max_wait: Duration,
 }
 
-pub type SharedState = Arc<AppState>;
-
-impl AppState {
-    pub async fn new(cfg: &Config, bus: Bus, db: PgPool) -> anyhow::Result<SharedState> {
-        Ok(Arc::new(AppState {
-            idempotency: Idempotency::new(bus.kv("idempotency").await?),
-            http: crate::http_client::client(cfg.http_timeout),
-            wallet: wallet::WalletIngress::new(cfg)?,
-            orders: orders::OrdersIngress::new(cfg, &bus).await?,
-            max_wait: cfg.max_wait,
-            bus,
-            db,
-        }))
+impl Context {
+    /// Where the integration reads its settings and secrets.
+    pub fn env(&self) -> &Env {
+        &self.cfg.env
     }
 }
 
-pub fn router(state: SharedState) -> Router {
-    Router::new()
-        .route("/health", get(health))
+/// `/health`, `/ready` and the integrations' `routes`.
+pub fn router(ctx: &Context, routes: Vec<Router>) -> Router {
+    let ready = Router::new()
         .route("/ready", get(ready))
-        .merge(wallet::router())
-        .merge(reconciliation::router())
-        .merge(orders::router())
+        .with_state((ctx.bus.clone(), ctx.db.clone()));
+    routes
+        .into_iter()
+        .fold(
+            Router::new().route("/health", get(health)).merge(ready),
+            Router::merge,
+        )
         .layer(DefaultBodyLimit::max(256 * 1024))
-        .with_state(state)
 }
 
-async fn health() -> Json<serde_json::Value> {
+async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn ready(State(app): State<SharedState>) -> impl IntoResponse {
-    let nats = app.bus.client.connection_state() == async_nats::connection::State::Connected;
-    let postgres = crate::db::ping(&app.db).await;
+async fn ready(State((bus, db)): State<(Bus, PgPool)>) -> impl IntoResponse {
+    let nats = bus.client.connection_state() == async_nats::connection::State::Connected;
+    let postgres = crate::db::ping(&db).await;
     let word = |ok: bool| if ok { "ok" } else { "unreachable" };
     let status = if nats && postgres {
         StatusCode::OK
@@ -86,13 +92,109 @@ async fn ready(State(app): State<SharedState>) -> impl IntoResponse {
     )
 }
 
+/// The server span of a route, named and attributed as OpenTelemetry's HTTP conventions ask
+/// (`POST /wallet/debit`, kind server, method, route, status code); further fields are
+/// declared empty, for the handler to record.
+#[macro_export]
+macro_rules! server_span {
+    ($method:literal, $route:literal $(, $field:ident)* $(,)?) => {
+        ::tracing::info_span!(
+            "request",
+            otel.name = concat!($method, " ", $route),
+            otel.kind = "server",
+            http.request.method = $method,
+            http.route = $route,
+            http.response.status_code = ::tracing::field::Empty,
+            $($field = ::tracing::field::Empty,)*
+        )
+    };
+}
+
+/// Whose trace a request's span joins.
+pub enum Parent<'a> {
+    /// The caller's, when its headers carry a `traceparent`.
+    Caller(&'a HeaderMap),
+    /// None: the request starts its own trace.
+    NewTrace,
+}
+
+/// Runs a handler's `work` inside its `span` and answers with what it comes to, success or
+/// refusal, recording the status on the span.
+pub async fn respond(
+    span: tracing::Span,
+    parent: Parent<'_>,
+    work: impl Future<Output = Result<Response, ApiError>>,
+) -> Response {
+    if let Parent::Caller(headers) = parent {
+        crate::telemetry::continue_from_http(&span, headers);
+    }
+    let response = work
+        .instrument(span.clone())
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    span.record("http.response.status_code", response.status().as_u16());
+    response
+}
+
+/// The body as JSON, or 400 `invalid_json`.
+pub fn json_body(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|err| {
+        ApiError::bad_request("invalid_json", format!("the body is not JSON: {err}"))
+    })
+}
+
+/// 422 `invalid_body` with every violation of `schema`.
+pub fn check_schema(schema: &Schema, value: &Value) -> Result<(), ApiError> {
+    schema.check(value).map_err(|details| {
+        ApiError::unprocessable(
+            "invalid_body",
+            format!("the body does not match schemas/{}", schema.name),
+        )
+        .with_details(details)
+    })
+}
+
+/// Claims `key` for `record`: `None` when this request owns it, the stored record when the
+/// same request came before, and `conflict` when another body holds the key.
+pub async fn claim(
+    idempotency: &Idempotency,
+    key: &str,
+    record: &Record,
+    conflict: impl FnOnce() -> ApiError,
+) -> Result<Option<Record>, ApiError> {
+    match idempotency
+        .claim(key, record)
+        .await
+        .map_err(ApiError::unavailable)?
+    {
+        Claim::Claimed => Ok(None),
+        Claim::Repeat(stored) => Ok(Some(stored)),
+        Claim::Conflict => Err(conflict()),
+    }
+}
+
+/// The answer an idempotency record stores.
+pub fn replayed(record: Record) -> Response {
+    let status = StatusCode::from_u16(record.status).unwrap_or(StatusCode::OK);
+    (status, Json(record.body)).into_response()
+}
+
+/// `Prefer: wait=N` (RFC 7240), capped at `max`.
+pub fn prefer_wait(headers: &HeaderMap, max: Duration) -> Option<Duration> {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .filter_map(|part| part.trim().strip_prefix("wait="))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .map(|secs| Duration::from_secs(secs).min(max))
+        .find(|d| !d.is_zero())
+}
+
 /// Checks `Authorization: Bearer <token>` against `expected` (named by its variable in the
 /// refusal), in constant time.
-pub(crate) fn bearer(
-    headers: &HeaderMap,
-    expected: &crate::config::Secret,
-    variable: &str,
-) -> Result<(), ApiError> {
+pub fn bearer(headers: &HeaderMap, expected: &Secret, variable: &str) -> Result<(), ApiError> {
     let token = header(headers, "authorization").and_then(|v| v.strip_prefix("Bearer "));
     if token.is_some_and(|t| {
         crate::signatures::constant_time_eq(t.as_bytes(), expected.expose().as_bytes())
@@ -108,6 +210,55 @@ pub(crate) fn bearer(
 }
 
 /// A header's value as text, if present and printable.
-pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefer(value: &str) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        headers.insert("prefer", value.parse().unwrap());
+        prefer_wait(&headers, Duration::from_secs(10))
+    }
+
+    #[test]
+    fn reads_prefer_wait() {
+        assert_eq!(prefer("wait=5"), Some(Duration::from_secs(5)));
+        assert_eq!(
+            prefer("respond-async, wait=3"),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(prefer("wait=60"), Some(Duration::from_secs(10)));
+        assert_eq!(prefer("wait=0"), None);
+        assert_eq!(prefer("respond-async"), None);
+        assert_eq!(prefer("wait=soon"), None);
+    }
+
+    #[test]
+    fn bearer_tokens_are_checked() {
+        let secret = Secret::new("t0ken");
+        let mut headers = HeaderMap::new();
+        assert!(bearer(&headers, &secret, "ADMIN_TOKEN").is_err());
+        headers.insert("authorization", "Bearer nope".parse().unwrap());
+        let refused = bearer(&headers, &secret, "ADMIN_TOKEN").unwrap_err();
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+        assert!(refused.message.contains("ADMIN_TOKEN"));
+        headers.insert("authorization", "Bearer t0ken".parse().unwrap());
+        assert!(bearer(&headers, &secret, "ADMIN_TOKEN").is_ok());
+    }
+
+    #[test]
+    fn schema_refusals_name_the_file_and_every_violation() {
+        crate::schema!(SAMPLE, "wallet/wallet-request.json");
+        let refused = check_schema(&SAMPLE, &json!({"amount": "10"})).unwrap_err();
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            refused.message,
+            "the body does not match schemas/wallet/wallet-request.json"
+        );
+        assert!(refused.details.len() >= 2, "{:?}", refused.details);
+    }
 }

@@ -1,18 +1,16 @@
-//! Partner simulators: real HTTP servers with fault injection, so retries, dead letters and
-//! breakers are exercised for real: the operator wallet, the RGS, and WaveGate's ticketing
-//! system and OTA partner callback receiver.
+//! Partner simulators, the scaffolding every mock shares: real HTTP servers with fault
+//! injection, so retries, dead letters and breakers are exercised for real. Each integration
+//! describes its mocks ([`Mock`]: where it listens, how it is wired to the hub, its routes);
+//! the hub binds, serves and wires them.
 //!
 //! Every mock answers `POST /_mock/faults` with a [`FaultPlan`] (fail the next N requests with
-//! a status, add latency, or be down until reset) and `DELETE /_mock/faults` to reset.
+//! a status, add latency, or be down until reset) and `DELETE /_mock/faults` to reset; its
+//! partner routes obey the plan, its `/_mock/...` admin routes do not (tests read state while
+//! the partner is "down").
 
-pub mod operator;
-pub mod ota;
-pub mod rgs;
-pub mod ticketing;
-
-use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -21,9 +19,145 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::config::{Env, SecretVar};
+
+/// A partner mock of an integration, run by `ihub dev` and `ihub mocks` (and the tests).
+pub struct Mock {
+    /// How messages name it, e.g. `the operator mock`.
+    pub name: &'static str,
+    /// The variable of its listen address, and the address when it is unset.
+    pub addr_var: &'static str,
+    pub default_addr: &'static str,
+    /// What `ihub dev` shows of it: a path on its address (`/callbacks`), or nothing.
+    pub path: &'static str,
+    /// Variables that connect the hub and this mock. When both run in one process they are
+    /// set from where each listens, unless the environment sets them.
+    pub wires: &'static [Wire],
+    pub secrets: &'static [&'static SecretVar],
+    /// Builds the mock (its state and routes) from the settings.
+    pub start: fn(&Env) -> anyhow::Result<Routes>,
+}
+
+/// A variable pointing at one end: `to` plus `path` (e.g. `OPERATOR_URL` → this mock,
+/// `HUB_CALLBACK_URL` → the ingress's `/webhooks/incoming`).
+pub struct Wire {
+    pub var: &'static str,
+    pub to: End,
+    pub path: &'static str,
+}
+
+pub enum End {
+    /// The mock that declares the wire.
+    Mock,
+    /// The hub's ingress.
+    Ingress,
+}
+
+/// A mock's routes: `partner` routes behind its fault plan, `admin` routes (`/_mock/...`)
+/// outside it, and its state (tests reach it by type).
+pub struct Routes {
+    state: Arc<dyn Any + Send + Sync>,
+    partner: Router,
+    admin: Router,
+}
+
+impl Routes {
+    /// `partner` and `admin` routes over the mock's `state`.
+    pub fn new<T: Send + Sync + 'static>(
+        state: Arc<T>,
+        partner: Router<Arc<T>>,
+        admin: Router<Arc<T>>,
+    ) -> Self {
+        Self {
+            partner: partner.with_state(state.clone()),
+            admin: admin.with_state(state.clone()),
+            state,
+        }
+    }
+}
+
+/// A mock, listening.
+#[derive(Clone)]
+pub struct Running {
+    pub name: &'static str,
+    /// `http://<addr>`.
+    pub url: String,
+    pub path: &'static str,
+    pub faults: Arc<Faults>,
+    state: Arc<dyn Any + Send + Sync>,
+}
+
+impl Running {
+    /// The mock's state, when it is a `T`.
+    pub fn typed<T: Send + Sync + 'static>(&self) -> Option<Mocked<T>> {
+        Some(Mocked {
+            mock: self.state.clone().downcast::<T>().ok()?,
+            faults: self.faults.clone(),
+            url: self.url.clone(),
+        })
+    }
+}
+
+/// A running mock of type `T`, with its fault plan: what a test holds.
+pub struct Mocked<T> {
+    pub mock: Arc<T>,
+    pub faults: Arc<Faults>,
+    pub url: String,
+}
+
+impl<T> std::ops::Deref for Mocked<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.mock
+    }
+}
+
+/// Serves `routes` on `listener` behind a fresh fault plan until `shutdown`: the mock, and the
+/// server to spawn.
+pub fn start(
+    mock: &Mock,
+    listener: TcpListener,
+    routes: Routes,
+    shutdown: CancellationToken,
+) -> (Running, BoxFuture<'static, anyhow::Result<()>>) {
+    let faults = Arc::new(Faults::default());
+    let running = Running {
+        name: mock.name,
+        url: crate::server::url_of(&listener),
+        path: mock.path,
+        faults: faults.clone(),
+        state: routes.state,
+    };
+    let router = with_faults(routes.partner, routes.admin, &faults);
+    let server = crate::server::serve(listener, router, shutdown);
+    (running, Box::pin(server))
+}
+
+/// The wired variables of `mocks` (each with the URL it listens on), pointing at `ingress_url`
+/// for [`End::Ingress`].
+pub fn wiring<'a>(
+    mocks: impl IntoIterator<Item = (&'a Mock, &'a str)>,
+    ingress_url: &str,
+) -> Vec<(&'static str, String)> {
+    mocks
+        .into_iter()
+        .flat_map(|(mock, url)| {
+            mock.wires.iter().map(move |wire| {
+                let base = match wire.to {
+                    End::Mock => url,
+                    End::Ingress => ingress_url,
+                };
+                (wire.var, format!("{base}{}", wire.path))
+            })
+        })
+        .collect()
+}
 
 /// What a mock should do wrong, set with `POST /_mock/faults`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,8 +255,8 @@ impl Faults {
 }
 
 /// Middleware applying a mock's [`Faults`] to its partner routes.
-pub async fn inject_faults(
-    State(faults): State<std::sync::Arc<Faults>>,
+async fn inject_faults(
+    State(faults): State<Arc<Faults>>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -169,7 +303,7 @@ fn injected(status: u16, retry_after: Option<u64>) -> Response {
 
 /// A mock's router: its `partner` routes behind its fault plan, its `admin` routes and
 /// `/_mock/faults` outside it (so tests can read state while the partner is "down").
-pub fn with_faults(partner: Router, admin: Router, faults: &std::sync::Arc<Faults>) -> Router {
+fn with_faults(partner: Router, admin: Router, faults: &Arc<Faults>) -> Router {
     partner
         .layer(axum::middleware::from_fn_with_state(
             faults.clone(),
@@ -180,21 +314,21 @@ pub fn with_faults(partner: Router, admin: Router, faults: &std::sync::Arc<Fault
 }
 
 /// The `/_mock/faults` admin routes for `faults`.
-pub fn fault_routes(faults: std::sync::Arc<Faults>) -> Router {
+fn fault_routes(faults: Arc<Faults>) -> Router {
     Router::new()
         .route(
             "/_mock/faults",
             post(
-                |State(faults): State<std::sync::Arc<Faults>>, Json(plan): Json<FaultPlan>| async move {
+                |State(faults): State<Arc<Faults>>, Json(plan): Json<FaultPlan>| async move {
                     faults.set(plan.clone());
                     Json(plan)
                 },
             )
-            .delete(|State(faults): State<std::sync::Arc<Faults>>| async move {
+            .delete(|State(faults): State<Arc<Faults>>| async move {
                 faults.reset();
                 StatusCode::NO_CONTENT
             })
-            .get(|State(faults): State<std::sync::Arc<Faults>>| async move {
+            .get(|State(faults): State<Arc<Faults>>| async move {
                 Json(serde_json::json!({
                     "plan": *faults.plan.lock().expect("fault lock"),
                     "requests": faults.requests(),
@@ -205,36 +339,48 @@ pub fn fault_routes(faults: std::sync::Arc<Faults>) -> Router {
         .with_state(faults)
 }
 
-/// Binds `addr`, with a message that says what to do when the port is taken.
-pub async fn bind(addr: SocketAddr, what: &str, variable: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|err| {
-        anyhow::anyhow!(
-            "{what} cannot listen on {addr} ({err}): stop whatever uses the port, or set {variable}"
-        )
-    })
-}
+/// Starting a mock on its own, for its unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
 
-/// Serves `router` on `listener` until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await?;
-    Ok(())
-}
+    /// A mock of type `T` on a free loopback port, stopped when dropped.
+    pub struct TestMock<T> {
+        pub mock: Arc<T>,
+        pub faults: Arc<Faults>,
+        pub url: String,
+        pub http: reqwest::Client,
+        shutdown: CancellationToken,
+    }
 
-/// `http://<addr>` of a bound listener.
-pub fn url_of(listener: &TcpListener) -> String {
-    format!(
-        "http://{}",
-        listener
-            .local_addr()
-            .expect("a bound listener has an address")
-    )
+    impl<T> Drop for TestMock<T> {
+        fn drop(&mut self) {
+            self.shutdown.cancel();
+        }
+    }
+
+    pub async fn start<T: Send + Sync + 'static>(routes: Routes) -> TestMock<T> {
+        crate::tls::install_crypto();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let shutdown = CancellationToken::new();
+        let mock = Mock {
+            name: "the mock under test",
+            addr_var: "",
+            default_addr: "",
+            path: "",
+            wires: &[],
+            secrets: &[],
+            start: |_| unreachable!("started by the test"),
+        };
+        let (running, server) = super::start(&mock, listener, routes, shutdown.clone());
+        tokio::spawn(server);
+        let typed = running.typed::<T>().expect("the routes' state is a T");
+        TestMock {
+            mock: typed.mock,
+            faults: typed.faults,
+            url: typed.url,
+            http: reqwest::Client::new(),
+            shutdown,
+        }
+    }
 }

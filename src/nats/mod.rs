@@ -63,6 +63,7 @@ impl Names {
 
 /// Connects, and says clearly where it looked and what to do when nothing answers there.
 pub async fn connect(url: &str, client_name: &str) -> anyhow::Result<Client> {
+    let shown = crate::config::mask_password(url);
     let client = async_nats::ConnectOptions::new()
         .name(client_name)
         .connection_timeout(Duration::from_secs(3))
@@ -70,7 +71,7 @@ pub async fn connect(url: &str, client_name: &str) -> anyhow::Result<Client> {
         .await
         .map_err(|err| {
             anyhow::anyhow!(
-                "NATS not reachable at {url} ({err}): start it with `nats-server -js` \
+                "NATS not reachable at {shown} ({err}): start it with `nats-server -js` \
                  (Debian: `apt-get install -y nats-server`), or set NATS_URL"
             )
         })?;
@@ -83,10 +84,10 @@ pub async fn connect(url: &str, client_name: &str) -> anyhow::Result<Client> {
     {
         Ok(Ok(_)) => Ok(client),
         Ok(Err(err)) if err.kind() == async_nats::RequestErrorKind::NoResponders => {
-            bail!("NATS at {url} has JetStream disabled: restart it with `nats-server -js`")
+            bail!("NATS at {shown} has JetStream disabled: restart it with `nats-server -js`")
         }
-        Ok(Err(err)) => bail!("NATS at {url} did not answer a JetStream request: {err}"),
-        Err(_) => bail!("NATS at {url} did not answer a JetStream request within 3 s"),
+        Ok(Err(err)) => bail!("NATS at {shown} did not answer a JetStream request: {err}"),
+        Err(_) => bail!("NATS at {shown} did not answer a JetStream request within 3 s"),
     }
 }
 

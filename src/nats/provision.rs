@@ -14,61 +14,75 @@ struct File {
     json: &'static str,
 }
 
-macro_rules! nats_file {
+macro_rules! stream_file {
     ($path:literal) => {
         File {
             path: $path,
-            json: include_str!(concat!("../../nats/", $path)),
+            json: include_str!(concat!("../../nats/streams/", $path)),
         }
     };
 }
 
+/// The streams and buckets every integration shares.
 const STREAMS: &[File] = &[
-    nats_file!("streams/INBOUND.json"),
-    nats_file!("streams/OUTBOUND.json"),
-    nats_file!("streams/DLQ.json"),
-    nats_file!("streams/KV_idempotency.json"),
-    nats_file!("streams/KV_ratelimit.json"),
+    stream_file!("INBOUND.json"),
+    stream_file!("OUTBOUND.json"),
+    stream_file!("DLQ.json"),
+    stream_file!("KV_idempotency.json"),
+    stream_file!("KV_ratelimit.json"),
 ];
 
-/// Consumers by the stream (directory) they belong to.
-const CONSUMERS: &[(&str, File)] = &[
-    ("INBOUND", nats_file!("consumers/INBOUND/stage-wallet.json")),
-    (
-        "OUTBOUND",
-        nats_file!("consumers/OUTBOUND/deliver-operator.json"),
-    ),
-    (
-        "OUTBOUND",
-        nats_file!("consumers/OUTBOUND/deliver-rgs.json"),
-    ),
-    (
-        "INBOUND",
-        nats_file!("consumers/INBOUND/stage-wavegate.json"),
-    ),
-    (
-        "OUTBOUND",
-        nats_file!("consumers/OUTBOUND/deliver-ticketing.json"),
-    ),
-    (
-        "OUTBOUND",
-        nats_file!("consumers/OUTBOUND/deliver-ota-callback.json"),
-    ),
-];
+/// A durable consumer's definition, `nats/consumers/<stream>/<durable>.json` (the nats CLI's
+/// format); write it with [`consumer_file!`](crate::consumer_file).
+#[derive(Clone, Copy, Debug)]
+pub struct ConsumerFile {
+    pub stream: &'static str,
+    pub durable: &'static str,
+    pub json: &'static str,
+}
 
-/// Everything `nats/` defines, with names under `names`' prefix.
+impl ConsumerFile {
+    pub fn path(&self) -> String {
+        format!("nats/consumers/{}/{}.json", self.stream, self.durable)
+    }
+}
+
+/// The [`ConsumerFile`] of durable `$durable` on stream `$stream`.
+#[macro_export]
+macro_rules! consumer_file {
+    ($stream:literal, $durable:literal) => {
+        $crate::nats::provision::ConsumerFile {
+            stream: $stream,
+            durable: $durable,
+            json: include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/nats/consumers/",
+                $stream,
+                "/",
+                $durable,
+                ".json"
+            )),
+        }
+    };
+}
+
+/// The shared streams and the integrations' consumers, with names under a prefix.
 pub struct Definitions {
     pub streams: Vec<stream::Config>,
     /// (stream name, consumer config)
     pub consumers: Vec<(String, pull::Config)>,
 }
 
-/// Parses the definitions and applies the prefix and the `ack_wait` override.
-pub fn definitions(names: &Names, ack_wait: Option<Duration>) -> anyhow::Result<Definitions> {
+/// Parses the shared streams and `consumers`, applying the prefix and the `ack_wait` override.
+pub fn definitions(
+    names: &Names,
+    ack_wait: Option<Duration>,
+    consumers: &[ConsumerFile],
+) -> anyhow::Result<Definitions> {
     let mut streams = Vec::new();
     for file in STREAMS {
         let mut config: stream::Config = serde_json::from_str(file.json)
-            .with_context(|| format!("nats/{} is not a stream definition", file.path))?;
+            .with_context(|| format!("nats/streams/{} is not a stream definition", file.path))?;
         if let Some(bucket) = config.name.strip_prefix("KV_") {
             // A KV bucket is the stream KV_<bucket> over $KV.<bucket>.>
             let bucket = names.kv_bucket(bucket);
@@ -80,26 +94,35 @@ pub fn definitions(names: &Names, ack_wait: Option<Duration>) -> anyhow::Result<
         }
         streams.push(config);
     }
-    let mut consumers = Vec::new();
-    for (stream, file) in CONSUMERS {
-        let mut config: pull::Config = serde_json::from_str(file.json)
-            .with_context(|| format!("nats/{} is not a consumer definition", file.path))?;
-        config.filter_subject = names.subject(&config.filter_subject);
-        if let Some(ack_wait) = ack_wait {
-            config.ack_wait = ack_wait;
-        }
-        consumers.push((names.stream(stream), config));
-    }
+    let consumers = consumers
+        .iter()
+        .map(|file| {
+            let mut config = file.config()?;
+            config.filter_subject = names.subject(&config.filter_subject);
+            if let Some(ack_wait) = ack_wait {
+                config.ack_wait = ack_wait;
+            }
+            Ok((names.stream(file.stream), config))
+        })
+        .collect::<anyhow::Result<_>>()?;
     Ok(Definitions { streams, consumers })
 }
 
-/// The `ack_wait` a consumer is defined with (before any override).
-pub fn defined_ack_wait(durable: &str) -> Option<Duration> {
-    let defs = definitions(&Names::default(), None).ok()?;
-    defs.consumers
-        .into_iter()
-        .find(|(_, c)| c.durable_name.as_deref() == Some(durable))
-        .map(|(_, c)| c.ack_wait)
+impl ConsumerFile {
+    /// The definition as written (no prefix); its durable name must be the file's.
+    pub fn config(&self) -> anyhow::Result<pull::Config> {
+        let config: pull::Config = serde_json::from_str(self.json)
+            .with_context(|| format!("{} is not a consumer definition", self.path()))?;
+        if config.durable_name.as_deref() != Some(self.durable) {
+            anyhow::bail!(
+                "{} names durable {:?}, not {:?}",
+                self.path(),
+                config.durable_name,
+                self.durable
+            );
+        }
+        Ok(config)
+    }
 }
 
 /// Creates or updates every stream, bucket and consumer. Prints a line per item to `progress`.
@@ -142,9 +165,9 @@ pub async fn apply(
     Ok(())
 }
 
-/// Deletes every stream under `names`' prefix (tests clean up after themselves with this).
+/// Deletes every shared stream under `names`' prefix (tests clean up after themselves with this).
 pub async fn delete_all(js: &jetstream::Context, names: &Names) -> anyhow::Result<()> {
-    let defs = definitions(names, None)?;
+    let defs = definitions(names, None, &[])?;
     for config in defs.streams {
         let _ = js.delete_stream(&config.name).await;
     }
@@ -155,9 +178,11 @@ pub async fn delete_all(js: &jetstream::Context, names: &Names) -> anyhow::Resul
 mod tests {
     use super::*;
 
+    const STAGE: ConsumerFile = crate::consumer_file!("INBOUND", "stage-wallet");
+
     #[test]
     fn definitions_parse_and_take_the_prefix() {
-        let defs = definitions(&Names::new("t9"), Some(Duration::from_secs(3))).unwrap();
+        let defs = definitions(&Names::new("t9"), Some(Duration::from_secs(3)), &[STAGE]).unwrap();
         let names: Vec<&str> = defs.streams.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
@@ -173,25 +198,33 @@ mod tests {
         assert_eq!(defs.streams[3].subjects, ["$KV.t9_idempotency.>"]);
         assert_eq!(defs.streams[3].max_age, Duration::from_secs(24 * 3600));
         assert_eq!(defs.streams[3].max_messages_per_subject, 1);
-        for (_, consumer) in &defs.consumers {
-            assert!(consumer.filter_subject.starts_with("t9."));
-            assert_eq!(consumer.ack_wait, Duration::from_secs(3));
-            assert_eq!(
-                consumer.ack_policy,
-                jetstream::consumer::AckPolicy::Explicit
-            );
-        }
+        let (stream, consumer) = &defs.consumers[0];
+        assert_eq!(stream, "t9_INBOUND");
+        assert_eq!(consumer.filter_subject, "t9.in.wallet.>");
+        assert_eq!(consumer.ack_wait, Duration::from_secs(3));
+        assert_eq!(
+            consumer.ack_policy,
+            jetstream::consumer::AckPolicy::Explicit
+        );
     }
 
     #[test]
     fn every_stream_is_file_backed() {
-        let defs = definitions(&Names::default(), None).unwrap();
+        let defs = definitions(&Names::default(), None, &[STAGE]).unwrap();
         for s in defs.streams {
             assert_eq!(s.storage, stream::StorageType::File, "{}", s.name);
         }
-        assert_eq!(
-            defined_ack_wait("deliver-operator"),
-            Some(Duration::from_secs(30))
-        );
+        assert_eq!(defs.consumers[0].1.ack_wait, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_file_must_name_its_own_durable() {
+        let misnamed = ConsumerFile {
+            durable: "stage-other",
+            ..STAGE
+        };
+        let err = misnamed.config().unwrap_err().to_string();
+        assert!(err.contains("stage-other"), "{err}");
+        assert!(definitions(&Names::default(), None, &[misnamed]).is_err());
     }
 }

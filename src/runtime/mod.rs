@@ -18,10 +18,12 @@
 //! is lost, and a process killed outright has its messages redelivered after `ack_wait`.
 
 mod breaker;
+mod consumer;
 pub mod dlq;
 mod schedule;
 
 pub use breaker::Breaker;
+pub use consumer::{Consumer, Context, Worker};
 pub use schedule::{MAX_RETRY_AFTER, Schedule};
 
 use std::future::Future;
@@ -37,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::http_client::{Response, Verdict};
 use crate::nats::Bus;
 
 /// Why a stage did not finish a message.
@@ -78,16 +81,40 @@ impl std::fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
-/// Unexpected errors (database, NATS) are worth retrying.
-impl From<anyhow::Error> for Failure {
-    fn from(err: anyhow::Error) -> Self {
-        Failure::retry(format!("{err:#}"))
+impl Failure {
+    /// What a partner's answer other than success means: a permanent refusal, or a retry
+    /// (with the partner's `Retry-After`).
+    pub fn of_response(response: &Response) -> Self {
+        match response.verdict() {
+            Verdict::Permanent => Failure::permanent(response.describe()),
+            _ => Failure::Retry {
+                error: response.describe(),
+                retry_after: response.retry_after(),
+            },
+        }
     }
 }
 
+/// Unexpected errors (NATS, the database) are worth retrying, unless a database error says
+/// the statement can never succeed.
+impl From<anyhow::Error> for Failure {
+    fn from(err: anyhow::Error) -> Self {
+        match err.downcast_ref::<sqlx::Error>() {
+            Some(db) if !crate::db::is_transient(db) => Failure::permanent(format!("{err:#}")),
+            _ => Failure::retry(format!("{err:#}")),
+        }
+    }
+}
+
+/// A connection, timeout or serialization failure is retried; a constraint violation or
+/// data the database refuses is permanent at once.
 impl From<sqlx::Error> for Failure {
     fn from(err: sqlx::Error) -> Self {
-        Failure::retry(format!("database: {err}"))
+        if crate::db::is_transient(&err) {
+            Failure::retry(format!("database: {err}"))
+        } else {
+            Failure::permanent(format!("database: {err}"))
+        }
     }
 }
 
@@ -156,6 +183,24 @@ pub struct Spec {
     pub breaker: Option<(u32, Duration)>,
 }
 
+impl Spec {
+    /// Without a circuit breaker: for stages (a database hiccup is not a partner that keeps
+    /// failing) and for targets that are many partners at once.
+    pub fn without_breaker(self) -> Self {
+        Self {
+            breaker: None,
+            ..self
+        }
+    }
+
+    pub fn with_concurrency(self, concurrency: usize) -> Self {
+        Self {
+            concurrency: concurrency.max(1),
+            ..self
+        }
+    }
+}
+
 struct Runner<S> {
     bus: Bus,
     spec: Spec,
@@ -166,6 +211,18 @@ struct Runner<S> {
     max_deliver: Option<u64>,
 }
 
+/// A consumer bound to its durable and pulling: await it to run until shutdown.
+pub struct Pulling(futures::future::BoxFuture<'static, anyhow::Result<()>>);
+
+impl std::future::IntoFuture for Pulling {
+    type Output = anyhow::Result<()>;
+    type IntoFuture = futures::future::BoxFuture<'static, anyhow::Result<()>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        self.0
+    }
+}
+
 /// Runs `stage` on the durable `spec.durable` until `shutdown` is cancelled.
 pub async fn run<S: Stage>(
     bus: Bus,
@@ -173,6 +230,18 @@ pub async fn run<S: Stage>(
     stage: Arc<S>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    start(bus, spec, stage, shutdown).await?.await
+}
+
+/// Binds the durable `spec.durable` and starts pulling; resolves once messages can flow (or
+/// with why they cannot: no such consumer, NATS gone). The returned [`Pulling`] hands each
+/// message to `stage` until `shutdown` is cancelled.
+pub async fn start<S: Stage>(
+    bus: Bus,
+    spec: Spec,
+    stage: Arc<S>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Pulling> {
     let stream = bus.stream(spec.stream).await?;
     let mut consumer: PullConsumer = stream
         .get_consumer(spec.durable)
@@ -194,105 +263,133 @@ pub async fn run<S: Stage>(
         spec,
         stage,
     });
-    tracing::info!(
-        consumer = runner.spec.durable,
-        concurrency = runner.spec.concurrency,
-        attempts = runner.spec.schedule.attempts(),
-        "consumer running"
-    );
-
-    let permits = Arc::new(Semaphore::new(runner.spec.concurrency));
-    let tasks = TaskTracker::new();
-    let mut messages = consumer
+    let messages = consumer
         .stream()
         .max_messages_per_batch(runner.spec.concurrency)
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
         .await?;
-
-    loop {
-        if let Some(wait) = runner.breaker.as_ref().and_then(Breaker::open_remaining) {
-            tracing::warn!(
-                consumer = runner.spec.durable,
-                ?wait,
-                "circuit open: pausing"
-            );
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(wait) => continue,
-            }
-        }
-        let permit = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            permit = permits.clone().acquire_owned() => permit?,
-        };
-        let next = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            next = messages.next() => next,
-        };
-        match next {
-            Some(Ok(message)) => {
-                let runner = runner.clone();
-                tasks.spawn(async move {
-                    runner.process(message).await;
-                    drop(permit);
-                });
-            }
-            Some(Err(err)) => {
-                tracing::warn!(consumer = runner.spec.durable, %err, "pull failed; continuing");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            None => {
-                tracing::warn!(
-                    consumer = runner.spec.durable,
-                    "pull stream ended; rebinding"
-                );
-                consumer = stream
-                    .get_consumer(runner.spec.durable)
-                    .await
-                    .map_err(|err| anyhow::anyhow!("{err}"))?;
-                messages = consumer
-                    .stream()
-                    .max_messages_per_batch(runner.spec.concurrency)
-                    .messages()
-                    .await?;
-            }
-        }
-    }
-
-    // Hand prefetched messages back at once rather than after ack_wait. A message handed back
-    // can come straight back to this pull while its request is still open: each is handed back
-    // once, and for a bounded time, or shutdown would spin on it.
-    let mut handed_back = std::collections::HashSet::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
-    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(
-        deadline.min(tokio::time::Instant::now() + Duration::from_millis(50)),
-        messages.next(),
-    )
-    .await
-    {
-        let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-        let _ = message.ack_with(AckKind::Nak(None)).await;
-        if !handed_back.insert(seq) {
-            break;
-        }
-    }
-    let handed_back = handed_back.len();
-    tasks.close();
-    tasks.wait().await;
-    let _ = runner.bus.client.flush().await;
     tracing::info!(
         consumer = runner.spec.durable,
-        handed_back,
-        "consumer stopped"
+        concurrency = runner.spec.concurrency,
+        attempts = runner.spec.schedule.attempts(),
+        "consumer running"
     );
-    Ok(())
+    Ok(Pulling(Box::pin(runner.pull(stream, messages, shutdown))))
+}
+
+/// What becomes of a message once its stage has run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fate {
+    Ack,
+    /// Redeliver after this long.
+    Retry(Duration),
+    /// Park it in the DLQ with this reason.
+    DeadLetter(String),
+}
+
+/// The runtime's rule: success acks; a retry with attempts left waits the schedule's delay
+/// (or the partner's `Retry-After`); a permanent failure, or a retry on the last attempt,
+/// dead-letters.
+fn fate(result: &StageResult, delivered: u64, attempts: u64, schedule: &Schedule) -> Fate {
+    match result {
+        Ok(()) => Fate::Ack,
+        Err(Failure::Permanent { error }) => Fate::DeadLetter(error.clone()),
+        Err(Failure::Retry { error, .. }) if delivered >= attempts => {
+            Fate::DeadLetter(format!("{error} (attempt {delivered} of {attempts})"))
+        }
+        Err(Failure::Retry { retry_after, .. }) => {
+            Fate::Retry(schedule.next_delay(delivered, *retry_after))
+        }
+    }
 }
 
 impl<S: Stage> Runner<S> {
+    /// Pulls until `shutdown`, at most `concurrency` messages in hand; then hands prefetched
+    /// messages back and lets those in hand finish.
+    async fn pull(
+        self: Arc<Self>,
+        stream: jetstream::stream::Stream,
+        mut messages: jetstream::consumer::pull::Stream,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let permits = Arc::new(Semaphore::new(self.spec.concurrency));
+        let tasks = TaskTracker::new();
+        loop {
+            if let Some(wait) = self.breaker.as_ref().and_then(Breaker::open_remaining) {
+                tracing::warn!(consumer = self.spec.durable, ?wait, "circuit open: pausing");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => continue,
+                }
+            }
+            let permit = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                permit = permits.clone().acquire_owned() => permit?,
+            };
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    let runner = self.clone();
+                    tasks.spawn(async move {
+                        runner.process(message).await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(err)) => {
+                    tracing::warn!(consumer = self.spec.durable, %err, "pull failed; continuing");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                None => {
+                    tracing::warn!(consumer = self.spec.durable, "pull stream ended; rebinding");
+                    let consumer: PullConsumer = stream
+                        .get_consumer(self.spec.durable)
+                        .await
+                        .map_err(|err| anyhow::anyhow!("{err}"))?;
+                    messages = consumer
+                        .stream()
+                        .max_messages_per_batch(self.spec.concurrency)
+                        .messages()
+                        .await?;
+                }
+            }
+        }
+
+        // Hand prefetched messages back at once rather than after ack_wait. A message handed
+        // back can come straight back to this pull while its request is still open: each is
+        // handed back once, and for a bounded time, or shutdown would spin on it.
+        let mut handed_back = std::collections::HashSet::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        while let Ok(Some(Ok(message))) = tokio::time::timeout_at(
+            deadline.min(tokio::time::Instant::now() + Duration::from_millis(50)),
+            messages.next(),
+        )
+        .await
+        {
+            let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+            if !handed_back.insert(seq) {
+                break;
+            }
+        }
+        let handed_back = handed_back.len();
+        tasks.close();
+        tasks.wait().await;
+        let _ = self.bus.client.flush().await;
+        tracing::info!(
+            consumer = self.spec.durable,
+            handed_back,
+            "consumer stopped"
+        );
+        Ok(())
+    }
+
     async fn process(&self, message: jetstream::Message) {
         let (delivered, stream_seq, stream) = match message.info() {
             Ok(info) => (
@@ -343,43 +440,35 @@ impl<S: Stage> Runner<S> {
         }
 
         let result = self.with_progress(&delivery).await;
-
-        match result {
-            Ok(()) => {
-                self.breaker.as_ref().map(Breaker::succeeded);
+        if let Some(breaker) = &self.breaker {
+            match &result {
+                Err(Failure::Retry { .. }) => breaker.failed(),
+                // A permanent answer means the partner is up, whatever it said.
+                _ => breaker.succeeded(),
+            }
+        }
+        match fate(
+            &result,
+            delivery.delivered,
+            self.attempts(),
+            &self.spec.schedule,
+        ) {
+            Fate::Ack => {
                 if let Err(err) = delivery.message.ack().await {
                     tracing::warn!(%err, "ack failed; the message will be redelivered");
                 }
             }
-            Err(Failure::Retry { error, retry_after }) => {
-                self.breaker.as_ref().map(Breaker::failed);
-                if delivery.delivered >= self.attempts() {
-                    let error = format!(
-                        "{error} (attempt {} of {})",
-                        delivery.delivered,
-                        self.attempts()
-                    );
-                    self.dead_letter(&delivery, &error).await;
-                } else {
-                    let delay = self
-                        .spec
-                        .schedule
-                        .next_delay(delivery.delivered, retry_after);
-                    tracing::warn!(
-                        attempt = delivery.delivered,
-                        of = self.attempts(),
-                        retry_in_ms = delay.as_millis() as u64,
-                        error,
-                        "attempt failed; will retry"
-                    );
-                    self.nak(&delivery, delay).await;
-                }
+            Fate::Retry(delay) => {
+                tracing::warn!(
+                    attempt = delivery.delivered,
+                    of = self.attempts(),
+                    retry_in_ms = delay.as_millis() as u64,
+                    error = result.as_ref().err().map(Failure::error),
+                    "attempt failed; will retry"
+                );
+                self.nak(&delivery, delay).await;
             }
-            Err(Failure::Permanent { error }) => {
-                // The partner answered: it is up, whatever it said.
-                self.breaker.as_ref().map(Breaker::succeeded);
-                self.dead_letter(&delivery, &error).await;
-            }
+            Fate::DeadLetter(error) => self.dead_letter(&delivery, &error).await,
         }
     }
 
@@ -436,5 +525,74 @@ impl<S: Stage> Runner<S> {
                 self.nak(delivery, Duration::from_secs(5)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEDULE: Schedule = Schedule::Exponential {
+        base: Duration::from_millis(100),
+        max: Duration::from_millis(100),
+        attempts: 3,
+    };
+
+    #[test]
+    fn success_acks_and_a_permanent_failure_dead_letters_at_once() {
+        assert_eq!(fate(&Ok(()), 1, 3, &SCHEDULE), Fate::Ack);
+        assert_eq!(
+            fate(&Err(Failure::permanent("HTTP 400: no")), 1, 3, &SCHEDULE),
+            Fate::DeadLetter("HTTP 400: no".into())
+        );
+    }
+
+    #[test]
+    fn a_retry_waits_the_schedule_until_the_last_attempt() {
+        let Fate::Retry(delay) = fate(&Err(Failure::retry("HTTP 503")), 2, 3, &SCHEDULE) else {
+            panic!("retried");
+        };
+        assert!(delay >= Duration::from_millis(100) && delay < Duration::from_millis(120));
+        let asked = Failure::Retry {
+            error: "HTTP 429".into(),
+            retry_after: Some(Duration::from_secs(9)),
+        };
+        assert_eq!(
+            fate(&Err(asked), 1, 3, &SCHEDULE),
+            Fate::Retry(Duration::from_secs(9))
+        );
+        assert_eq!(
+            fate(&Err(Failure::retry("HTTP 503")), 3, 3, &SCHEDULE),
+            Fate::DeadLetter("HTTP 503 (attempt 3 of 3)".into())
+        );
+    }
+
+    #[test]
+    fn database_errors_are_classified() {
+        assert!(matches!(
+            Failure::from(sqlx::Error::PoolTimedOut),
+            Failure::Retry { .. }
+        ));
+        assert!(matches!(
+            Failure::from(sqlx::Error::RowNotFound),
+            Failure::Permanent { .. }
+        ));
+        let wrapped = anyhow::Error::from(sqlx::Error::RowNotFound).context("reading the order");
+        assert!(matches!(Failure::from(wrapped), Failure::Permanent { .. }));
+        let nats = anyhow::anyhow!("JetStream did not store the message");
+        assert!(matches!(Failure::from(nats), Failure::Retry { .. }));
+    }
+
+    #[test]
+    fn a_partner_answer_becomes_the_failure_it_means() {
+        let refused = Response::not_sent("timed out".into());
+        assert_eq!(Failure::of_response(&refused), Failure::retry("timed out"));
+        let mut rejected = Response::not_sent(String::new());
+        rejected.error = None;
+        rejected.status = Some(404);
+        assert_eq!(
+            Failure::of_response(&rejected),
+            Failure::permanent("HTTP 404: ")
+        );
     }
 }

@@ -17,6 +17,56 @@ pub enum Schedule {
 }
 
 impl Schedule {
+    /// Retries of an internal stage (a database or NATS hiccup): quick at first, for about ten
+    /// minutes.
+    pub const STAGE: Schedule = Schedule::Exponential {
+        base: Duration::from_millis(200),
+        max: Duration::from_secs(60),
+        attempts: 15,
+    };
+
+    /// Doubling backoff read from `<TARGET>_RETRY_BASE_MS`, `_MAX_MS` and `_ATTEMPTS`.
+    pub fn exponential_from_env(
+        env: &crate::config::Env,
+        target: &str,
+        base_ms: u64,
+        max_ms: u64,
+        attempts: u64,
+    ) -> anyhow::Result<Self> {
+        let base = env.millis(&format!("{target}_RETRY_BASE_MS"), base_ms)?;
+        let max = env.millis(&format!("{target}_RETRY_MAX_MS"), max_ms)?;
+        let attempts_var = format!("{target}_RETRY_ATTEMPTS");
+        let attempts = env.whole(&attempts_var, attempts)?;
+        if attempts == 0 {
+            anyhow::bail!("{attempts_var} must be at least 1");
+        }
+        Ok(Schedule::Exponential {
+            base,
+            max: max.max(base),
+            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// Attempt times, in rising milliseconds from the first, read from `var`.
+    pub fn offsets_from_env(
+        env: &crate::config::Env,
+        var: &str,
+        default: &str,
+    ) -> anyhow::Result<Self> {
+        let raw = env.text(var, default);
+        raw.split(',')
+            .map(|n| n.trim().parse::<u64>().map(Duration::from_millis))
+            .collect::<Result<Vec<_>, _>>()
+            .ok()
+            .filter(|o| !o.is_empty() && o.is_sorted())
+            .map(Schedule::Offsets)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{var}={raw:?} must list rising millisecond offsets, e.g. 0,2000,6000"
+                )
+            })
+    }
+
     pub fn attempts(&self) -> u32 {
         match self {
             Schedule::Exponential { attempts, .. } => *attempts,

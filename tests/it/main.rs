@@ -2,6 +2,8 @@
 
 mod support;
 
+mod architecture;
+mod parts;
 mod processes;
 mod runtime;
 mod wallet;

@@ -12,22 +12,23 @@ use prost::Message;
 use serde_json::Value;
 
 use crate::support::process::Ihub;
-use crate::support::{Hub, Options, debit_body, eventually};
+use crate::support::{Hub, Options, eventually};
+use crate::wallet::{debit_body, options};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test]
 async fn a_consumer_killed_mid_call_is_replaced_and_the_operator_books_once() {
-    let hub = Hub::start_with(Options {
+    let hub = Hub::start(Options {
         no_consumers: true,
-        ..Options::default()
+        ..options()
     })
     .await;
-    let mut first = Ihub::spawn(&["consume"], &hub.env());
+    let mut first = Ihub::spawn(&["consume", "--integrations", "wallet"], &hub.env());
     first.wait_for_line("consumers running").await;
 
     // The operator books at once but answers late: the consumer dies holding the call.
-    hub.operator.faults.latency(Duration::from_millis(1500));
+    hub.operator().faults.latency(Duration::from_millis(1500));
     let (status, accepted) = hub
         .post_signed(
             "/wallet/debit",
@@ -39,30 +40,30 @@ async fn a_consumer_killed_mid_call_is_replaced_and_the_operator_books_once() {
     assert_eq!(status, 202, "{accepted}");
     let id = accepted["transaction_id"].as_str().unwrap().to_string();
     eventually("the operator to book it", WAIT, || async {
-        (hub.operator.transactions_for(&id).len() == 1).then_some(())
+        (hub.operator().transactions_for(&id).len() == 1).then_some(())
     })
     .await;
     first.kill().await;
-    hub.operator.faults.reset();
+    hub.operator().faults.reset();
 
-    let second = Ihub::spawn(&["consume"], &hub.env());
+    let second = Ihub::spawn(&["consume", "--integrations", "wallet"], &hub.env());
     eventually("the redelivered call to complete it", WAIT, || async {
         (hub.transaction_status(&id).await.as_deref() == Some("completed")).then_some(())
     })
     .await;
     assert_eq!(
-        hub.operator.faults.requests(),
+        hub.operator().faults.requests(),
         2,
         "the second consumer called again"
     );
     assert_eq!(
-        hub.operator.transactions_for(&id).len(),
+        hub.operator().transactions_for(&id).len(),
         1,
         "and the operator booked once"
     );
-    assert_eq!(hub.operator.balance("pk", "EUR"), 100_000 - 300);
+    assert_eq!(hub.operator().balance("pk", "EUR"), 100_000 - 300);
     eventually("the RGS told", WAIT, || async {
-        (!hub.rgs.for_transaction(&id).is_empty()).then_some(())
+        (!hub.rgs().for_transaction(&id).is_empty()).then_some(())
     })
     .await;
     assert!(second.terminate().await, "a graceful stop exits 0");
@@ -71,19 +72,18 @@ async fn a_consumer_killed_mid_call_is_replaced_and_the_operator_books_once() {
 
 #[tokio::test]
 async fn two_consume_processes_share_one_durable() {
-    let hub = Hub::start_with(Options {
+    let hub = Hub::start(Options {
         no_consumers: true,
-        env: vec![("CONSUMER_CONCURRENCY", "1".into())],
-        ..Options::default()
+        ..options().with(vec![("CONSUMER_CONCURRENCY", "1".into())])
     })
     .await;
-    let mut a = Ihub::spawn(&["consume"], &hub.env());
-    let mut b = Ihub::spawn(&["consume"], &hub.env());
+    let mut a = Ihub::spawn(&["consume", "--integrations", "wallet"], &hub.env());
+    let mut b = Ihub::spawn(&["consume", "--integrations", "wallet"], &hub.env());
     a.wait_for_line("consumers running").await;
     b.wait_for_line("consumers running").await;
 
     // Each process calls the operator one at a time; two calls at once means both work.
-    hub.operator.faults.latency(Duration::from_millis(400));
+    hub.operator().faults.latency(Duration::from_millis(400));
     let mut ids = Vec::new();
     for i in 0..6 {
         let (status, accepted) = hub
@@ -104,11 +104,11 @@ async fn two_consume_processes_share_one_durable() {
         .await;
     }
     assert_eq!(
-        hub.operator.faults.max_in_flight(),
+        hub.operator().faults.max_in_flight(),
         2,
         "both processes called the operator at once"
     );
-    assert_eq!(hub.operator.transactions().len(), 6);
+    assert_eq!(hub.operator().transactions().len(), 6);
     assert!(a.terminate().await && b.terminate().await);
     hub.stop().await;
 }
@@ -143,17 +143,17 @@ async fn otlp_listener() -> (String, Arc<Mutex<Vec<(String, Span)>>>) {
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = ihub::mocks::url_of(&listener);
+    let url = ihub::server::url_of(&listener);
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, spans)
 }
 
 #[tokio::test]
 async fn one_trace_runs_from_the_ingress_through_nats_to_the_partner_call() {
-    let hub = Hub::start_with(Options {
+    let hub = Hub::start(Options {
         no_consumers: true,
         no_ingress: true,
-        ..Options::default()
+        ..options()
     })
     .await;
     let (otlp, spans) = otlp_listener().await;
@@ -165,8 +165,8 @@ async fn one_trace_runs_from_the_ingress_through_nats_to_the_partner_call() {
     ingress_env.push(("OTEL_SERVICE_NAME".into(), "ihub-ingress".into()));
     let mut consume_env = env.clone();
     consume_env.push(("OTEL_SERVICE_NAME".into(), "ihub-consume".into()));
-    let mut ingress = Ihub::spawn(&["ingress"], &ingress_env);
-    let mut consume = Ihub::spawn(&["consume"], &consume_env);
+    let mut ingress = Ihub::spawn(&["ingress", "--integrations", "wallet"], &ingress_env);
+    let mut consume = Ihub::spawn(&["consume", "--integrations", "wallet"], &consume_env);
     let url = ingress
         .wait_for_line("listening on")
         .await
@@ -190,7 +190,7 @@ async fn one_trace_runs_from_the_ingress_through_nats_to_the_partner_call() {
     let id = outcome["transaction_id"].as_str().unwrap();
 
     // The operator received the trace in `traceparent`: 00-<trace id>-<parent span id>-01.
-    let traceparent = hub.operator.transactions_for(id)[0]
+    let traceparent = hub.operator().transactions_for(id)[0]
         .traceparent
         .clone()
         .expect("traceparent sent");
@@ -314,6 +314,35 @@ async fn start_up_problems_say_where_and_what_to_do() {
         err.contains("unknown consumer") && err.contains("deliver-rgs"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_process_asks_only_for_the_secrets_of_what_it_runs() {
+    // A WaveGate hub's settings: no wallet secret anywhere.
+    let hub = Hub::start(Options {
+        no_consumers: true,
+        ..crate::wavegate::options()
+    })
+    .await;
+    assert!(!hub.vars.contains_key("WALLET_HMAC_SECRET"));
+    let mut ticketing = Ihub::spawn(&["consume", "--only", "deliver-ticketing"], &hub.env());
+    ticketing.wait_for_line("consumers running").await;
+    assert!(ticketing.terminate().await);
+
+    let (ok, _, err) = Ihub::run_full(&["consume", "--only", "deliver-rgs"], &hub.env()).await;
+    assert!(!ok);
+    assert!(err.contains("WALLET_HMAC_SECRET not set"), "{err}");
+    let (ok, _, err) = Ihub::run_full(&["ingress", "--integrations", "wallet"], &hub.env()).await;
+    assert!(!ok);
+    assert!(
+        err.contains("WALLET_HMAC_SECRET, RECONCILIATION_TOKEN not set") && !err.contains("ADMIN"),
+        "{err}"
+    );
+    let (ok, _, err) =
+        Ihub::run_full(&["ingress", "--integrations", "wallet,nowhere"], &hub.env()).await;
+    assert!(!ok);
+    assert!(err.contains("unknown integration \"nowhere\""), "{err}");
+    hub.stop().await;
 }
 
 #[tokio::test]

@@ -4,6 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::future::IntoFuture;
+
 use async_nats::jetstream::{consumer::pull, stream};
 use bytes::Bytes;
 use ihub::nats::{Bus, headers, provision};
@@ -20,6 +22,8 @@ struct Scripted {
     script: Box<dyn Fn(u64) -> StageResult + Send + Sync>,
     work: Duration,
     calls: Mutex<Vec<(u64, Instant)>>,
+    /// Deliveries whose work is done.
+    finished: Mutex<Vec<u64>>,
     dead: Mutex<Vec<String>>,
 }
 
@@ -32,6 +36,7 @@ impl Scripted {
             script: Box::new(script),
             work,
             calls: Mutex::new(Vec::new()),
+            finished: Mutex::new(Vec::new()),
             dead: Mutex::new(Vec::new()),
         })
     }
@@ -43,6 +48,10 @@ impl Scripted {
     fn times(&self) -> Vec<Instant> {
         self.calls.lock().unwrap().iter().map(|(_, t)| *t).collect()
     }
+
+    fn finished(&self) -> Vec<u64> {
+        self.finished.lock().unwrap().clone()
+    }
 }
 
 impl Stage for Scripted {
@@ -52,6 +61,7 @@ impl Stage for Scripted {
             .unwrap()
             .push((delivery.delivered, Instant::now()));
         tokio::time::sleep(self.work).await;
+        self.finished.lock().unwrap().push(delivery.delivered);
         (self.script)(delivery.delivered)
     }
 
@@ -69,11 +79,11 @@ struct Bench {
 impl Bench {
     async fn new(ack_wait: Duration) -> Bench {
         crate::support::init_logs();
-        let prefix = format!("r{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let prefix = crate::support::unique('r');
         let bus = Bus::connect(&crate::support::nats_url(), &prefix, "ihub-runtime-test")
             .await
             .unwrap();
-        let defs = provision::definitions(&bus.names, None).unwrap();
+        let defs = provision::definitions(&bus.names, None, &[]).unwrap();
         provision::apply(&bus.js, &defs, |_| {}).await.unwrap();
         let stream = bus
             .js
@@ -119,6 +129,19 @@ impl Bench {
         tokio::spawn(runtime::run(self.bus.clone(), spec, stage, stop.clone()))
     }
 
+    /// Binds the durable and starts pulling; returns once messages can flow to `stage`.
+    async fn pulling(
+        &self,
+        spec: Spec,
+        stage: Arc<Scripted>,
+        stop: &CancellationToken,
+    ) -> JoinHandle<anyhow::Result<()>> {
+        let pulling = runtime::start(self.bus.clone(), spec, stage, stop.clone())
+            .await
+            .expect("bound");
+        tokio::spawn(pulling.into_future())
+    }
+
     async fn publish(&self, subject: &str, msg_id: &str) {
         self.bus
             .publish(
@@ -133,6 +156,12 @@ impl Bench {
 
     /// (pending, ack pending) of the durable.
     async fn backlog(&self) -> (u64, usize) {
+        let info = self.info().await;
+        (info.num_pending, info.num_ack_pending)
+    }
+
+    /// The durable as the server sees it (deliveries, redeliveries, acks).
+    async fn info(&self) -> async_nats::jetstream::consumer::Info {
         let mut consumer: async_nats::jetstream::consumer::PullConsumer = self
             .bus
             .stream("TEST")
@@ -141,8 +170,7 @@ impl Bench {
             .get_consumer("test-stage")
             .await
             .unwrap();
-        let info = consumer.info().await.unwrap();
-        (info.num_pending, info.num_ack_pending)
+        consumer.info().await.unwrap().clone()
     }
 }
 
@@ -157,7 +185,7 @@ impl Drop for Bench {
                 .unwrap();
             rt.block_on(async {
                 let bus =
-                    Bus::connect("nats://127.0.0.1:4222", &prefix, "ihub-test-cleanup").await?;
+                    Bus::connect(&crate::support::nats_url(), &prefix, "ihub-test-cleanup").await?;
                 let _ = bus.js.delete_stream(bus.names.stream("TEST")).await;
                 provision::delete_all(&bus.js, &bus.names).await
             })
@@ -327,7 +355,10 @@ async fn long_work_keeps_its_message_with_progress_acks() {
         (!stage.deliveries().is_empty() && bench.backlog().await == (0, 0)).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Had ack_wait run out under the work, the server would have redelivered it meanwhile.
+    let info = bench.info().await;
+    assert_eq!(info.num_redelivered, 0, "{info:?}");
+    assert_eq!(info.ack_floor.stream_sequence, 1);
     assert_eq!(stage.deliveries(), [1]);
     stop.cancel();
     task.await.unwrap().unwrap();
@@ -346,26 +377,22 @@ async fn shutdown_finishes_the_message_in_hand() {
     .await;
 
     stop.cancel();
-    let stopped_at = Instant::now();
     task.await.unwrap().unwrap();
-    assert!(
-        stopped_at.elapsed() >= Duration::from_millis(500),
-        "it waited for the work in hand"
-    );
+    assert_eq!(stage.finished(), [1], "it waited for the work in hand");
 
-    // Nothing comes back after ack_wait: it was acked before the runner returned.
-    let again = Scripted::new(Duration::ZERO, |_| Ok(()));
-    let stop = CancellationToken::new();
-    let task = bench.run(bench.spec(5, 4), again.clone(), &stop);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(
-        again.deliveries().is_empty(),
-        "redelivered: {:?}",
-        again.deliveries()
+    // It was acked before the runner returned: the server holds nothing to redeliver.
+    eventually("the ack at the server", WAIT, || async {
+        let info = bench.info().await;
+        (info.ack_floor.stream_sequence == 1).then_some(())
+    })
+    .await;
+    let info = bench.info().await;
+    assert_eq!(
+        (info.num_pending, info.num_ack_pending, info.num_redelivered),
+        (0, 0, 0),
+        "{info:?}"
     );
-    assert_eq!(bench.backlog().await, (0, 0));
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    assert_eq!(stage.deliveries(), [1]);
 }
 
 #[tokio::test]
@@ -374,11 +401,11 @@ async fn runners_on_one_durable_share_the_messages() {
     let first = Scripted::new(Duration::from_millis(30), |_| Ok(()));
     let second = Scripted::new(Duration::from_millis(30), |_| Ok(()));
     let stop = CancellationToken::new();
+    // Both are pulling before anything is published.
     let tasks = [
-        bench.run(bench.spec(5, 1), first.clone(), &stop),
-        bench.run(bench.spec(5, 1), second.clone(), &stop),
+        bench.pulling(bench.spec(5, 1), first.clone(), &stop).await,
+        bench.pulling(bench.spec(5, 1), second.clone(), &stop).await,
     ];
-    tokio::time::sleep(Duration::from_millis(200)).await;
     for i in 0..20 {
         bench.publish("test.shared", &format!("m-{i}")).await;
     }
@@ -408,11 +435,9 @@ async fn an_open_breaker_pauses_calls() {
         (stage.deliveries().len() >= 3).then_some(())
     })
     .await;
+    // The schedule alone would retry within 60 ms; the open breaker holds the third call
+    // back for its open time.
     let times = stage.times();
-    assert!(
-        times[1] - times[0] < Duration::from_millis(500),
-        "closed: the schedule's delay"
-    );
     assert!(
         times[2] - times[1] >= Duration::from_millis(700),
         "open: paused {:?}",

@@ -4,14 +4,99 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use ihub::integrations::wallet::mocks::operator::OperatorMock;
+use ihub::integrations::wallet::mocks::rgs::RgsMock;
+use ihub::mocks::Mocked;
+use ihub::signatures::TimestampedHmac;
+
 use crate::support::process::Ihub;
-use crate::support::{Hub, Options, RECONCILIATION_TOKEN, debit_body, eventually};
+use crate::support::{Hub, Options, eventually};
 
 const WAIT: Duration = Duration::from_secs(15);
 
+pub const SECRET: &str = "test-wallet-secret";
+pub const RECONCILIATION_TOKEN: &str = "test-reconciliation-token";
+
+/// A hub running the wallet, its partners retried within milliseconds.
+pub fn options() -> Options {
+    Options::new(
+        "wallet",
+        &[
+            ("WALLET_HMAC_SECRET", SECRET),
+            ("RECONCILIATION_TOKEN", RECONCILIATION_TOKEN),
+            ("OPERATOR_RETRY_BASE_MS", "20"),
+            ("OPERATOR_RETRY_MAX_MS", "100"),
+            ("OPERATOR_RETRY_ATTEMPTS", "5"),
+            ("RGS_RETRY_BASE_MS", "20"),
+            ("RGS_RETRY_MAX_MS", "100"),
+            ("RGS_RETRY_ATTEMPTS", "4"),
+        ],
+    )
+}
+
+pub fn debit_body(player: &str, amount: i64, currency: &str) -> Value {
+    json!({"player_id": player, "amount": amount, "currency": currency})
+}
+
+impl Hub {
+    pub fn operator(&self) -> Mocked<OperatorMock> {
+        self.mock()
+    }
+
+    pub fn rgs(&self) -> Mocked<RgsMock> {
+        self.mock()
+    }
+
+    pub fn signer(&self) -> TimestampedHmac {
+        TimestampedHmac::new(ihub::config::Secret::new(SECRET), Duration::from_secs(300))
+    }
+
+    /// POSTs `body` signed now, with an Idempotency-Key when given, plus `extra` headers.
+    pub async fn post_signed(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        body: &Value,
+        extra: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut request = self.http.post(format!("{}{path}", self.url)).json(body);
+        for (name, value) in self.signer().headers_for(body) {
+            request = request.header(name, value);
+        }
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("the ingress answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A debit or credit that waits for its outcome.
+    pub async fn transact(&self, kind: &str, key: &str, body: &Value) -> (u16, Value) {
+        self.post_signed(
+            &format!("/wallet/{kind}"),
+            Some(key),
+            body,
+            &[("prefer", "wait=10")],
+        )
+        .await
+    }
+
+    pub async fn transaction_status(&self, id: &str) -> Option<String> {
+        sqlx::query_scalar("SELECT status FROM wallet_transactions WHERE id::text = $1")
+            .bind(id)
+            .fetch_optional(&self.db)
+            .await
+            .expect("query")
+    }
+}
+
 #[tokio::test]
 async fn debit_and_credit_complete_end_to_end() {
-    let hub = Hub::start().await;
+    let hub = Hub::start(options()).await;
 
     let (status, debit) = hub
         .transact("debit", "d-1", &debit_body("p1", 1050, "EUR"))
@@ -41,22 +126,22 @@ async fn debit_and_credit_complete_end_to_end() {
     let credit_id = credit["transaction_id"].as_str().unwrap().to_string();
 
     // The operator saw one withdraw of "10.50" and one deposit of "2.50".
-    let withdraw = hub.operator.transactions_for(&debit_id);
+    let withdraw = hub.operator().transactions_for(&debit_id);
     assert_eq!(withdraw.len(), 1);
     assert_eq!(
         (withdraw[0].operation.as_str(), withdraw[0].amount.as_str()),
         ("withdraw", "10.50")
     );
-    let deposit = hub.operator.transactions_for(&credit_id);
+    let deposit = hub.operator().transactions_for(&credit_id);
     assert_eq!(
         (deposit[0].operation.as_str(), deposit[0].amount.as_str()),
         ("deposit", "2.50")
     );
-    assert_eq!(hub.operator.balance("p1", "EUR"), 100_000 - 1050 + 250);
+    assert_eq!(hub.operator().balance("p1", "EUR"), 100_000 - 1050 + 250);
 
     // The RGS mock checks signatures: what it stored was signed by the hub.
     let webhooks = eventually("both RGS webhooks", WAIT, || async {
-        let received = hub.rgs.received();
+        let received = hub.rgs().received();
         (received.len() == 2).then_some(received)
     })
     .await;
@@ -98,13 +183,13 @@ async fn debit_and_credit_complete_end_to_end() {
 
 #[tokio::test]
 async fn every_published_event_matches_its_schema() {
-    let hub = Hub::start().await;
+    let hub = Hub::start(options()).await;
     hub.transact("debit", "s-1", &debit_body("p1", 100, "EUR"))
         .await;
     hub.transact("debit", "s-2", &debit_body("p1", 100, "GBP"))
         .await;
     eventually("webhooks out", WAIT, || async {
-        (hub.rgs.received().len() == 2).then_some(())
+        (hub.rgs().received().len() == 2).then_some(())
     })
     .await;
     let seen = hub.assert_events_match_schemas().await;
@@ -123,7 +208,7 @@ async fn every_published_event_matches_its_schema() {
 
 #[tokio::test]
 async fn a_replay_returns_the_same_response_and_books_once() {
-    let hub = Hub::start().await;
+    let hub = Hub::start(options()).await;
     let body = debit_body("p2", 500, "USD");
 
     // Without waiting: 202 pending, and the replay names the same transaction.
@@ -155,8 +240,8 @@ async fn a_replay_returns_the_same_response_and_books_once() {
         .post_signed("/wallet/debit", Some("r-1"), &body, &[])
         .await;
     assert_eq!(again, replay, "every replay answers the same");
-    assert_eq!(hub.operator.transactions_for(&id).len(), 1);
-    assert_eq!(hub.operator.balance("p2", "USD"), 100_000 - 500);
+    assert_eq!(hub.operator().transactions_for(&id).len(), 1);
+    assert_eq!(hub.operator().balance("p2", "USD"), 100_000 - 500);
 
     // The key is scoped per endpoint: the same key on /credit is a new transaction.
     let (status, credit) = hub.transact("credit", "r-1", &body).await;
@@ -167,7 +252,7 @@ async fn a_replay_returns_the_same_response_and_books_once() {
 
 #[tokio::test]
 async fn the_same_key_with_another_body_conflicts_and_changes_nothing() {
-    let hub = Hub::start().await;
+    let hub = Hub::start(options()).await;
     let (status, _) = hub
         .transact("debit", "k-1", &debit_body("p3", 100, "EUR"))
         .await;
@@ -184,13 +269,13 @@ async fn the_same_key_with_another_body_conflicts_and_changes_nothing() {
         published,
         "nothing more was published"
     );
-    assert_eq!(hub.operator.balance("p3", "EUR"), 100_000 - 100);
+    assert_eq!(hub.operator().balance("p3", "EUR"), 100_000 - 100);
     hub.stop().await;
 }
 
 #[tokio::test]
 async fn bad_requests_get_a_clear_4xx_and_publish_nothing() {
-    let hub = Hub::start().await;
+    let hub = Hub::start(options()).await;
     let body = debit_body("p4", 100, "EUR");
     let url = format!("{}/wallet/debit", hub.url);
     let signer = hub.signer();
@@ -327,8 +412,8 @@ async fn bad_requests_get_a_clear_4xx_and_publish_nothing() {
 
 #[tokio::test]
 async fn an_operator_failing_three_times_is_retried_and_books_once() {
-    let hub = Hub::start().await;
-    hub.operator.faults.fail_next(3, 500);
+    let hub = Hub::start(options()).await;
+    hub.operator().faults.fail_next(3, 500);
 
     let (status, outcome) = hub
         .transact("debit", "f-1", &debit_body("p5", 700, "EUR"))
@@ -338,11 +423,11 @@ async fn an_operator_failing_three_times_is_retried_and_books_once() {
     let id = outcome["transaction_id"].as_str().unwrap();
 
     assert_eq!(
-        hub.operator.transactions_for(id).len(),
+        hub.operator().transactions_for(id).len(),
         1,
         "exactly one withdraw"
     );
-    assert_eq!(hub.operator.faults.requests(), 4);
+    assert_eq!(hub.operator().faults.requests(), 4);
     assert_eq!(
         hub.attempts("operator", id).await,
         [
@@ -357,7 +442,7 @@ async fn an_operator_failing_three_times_is_retried_and_books_once() {
 
 #[tokio::test]
 async fn an_operator_refusal_rejects_and_the_rgs_is_told() {
-    let hub = Hub::start().await;
+    let hub = Hub::start(options()).await;
     // GBP is accepted by the hub but not by the operator mock (EUR, USD).
     let (status, outcome) = hub
         .transact("debit", "g-1", &debit_body("p6", 100, "GBP"))
@@ -387,7 +472,7 @@ async fn an_operator_refusal_rejects_and_the_rgs_is_told() {
     );
 
     let hook = eventually("the rejection webhook", WAIT, || async {
-        hub.rgs.for_transaction(&id).into_iter().next()
+        hub.rgs().for_transaction(&id).into_iter().next()
     })
     .await;
     assert_eq!(hook["status"], "rejected");
@@ -401,14 +486,14 @@ async fn an_operator_refusal_rejects_and_the_rgs_is_told() {
         [(1, Some(422))],
         "a 4xx is not retried"
     );
-    assert!(hub.operator.transactions_for(&id).is_empty());
+    assert!(hub.operator().transactions_for(&id).is_empty());
     hub.stop().await;
 }
 
 #[tokio::test]
 async fn an_rgs_down_past_its_attempts_dead_letters_and_a_replay_delivers() {
-    let hub = Hub::start().await;
-    hub.rgs.faults.down();
+    let hub = Hub::start(options()).await;
+    hub.rgs().faults.down();
 
     let (_, outcome) = hub
         .transact("debit", "dl-1", &debit_body("p7", 100, "EUR"))
@@ -432,7 +517,7 @@ async fn an_rgs_down_past_its_attempts_dead_letters_and_a_replay_delivers() {
     assert_eq!(letter.deliveries, Some(4), "RGS_RETRY_ATTEMPTS");
     assert!(letter.error.contains("503"), "{letter:?}");
     assert!(letter.headers.iter().any(|(k, _)| k == "traceparent"));
-    assert_eq!(hub.rgs.faults.requests(), 4);
+    assert_eq!(hub.rgs().faults.requests(), 4);
     let (status, attempts): (String, i32) =
         sqlx::query_as("SELECT status, attempts FROM rgs_webhooks WHERE transaction_id::text = $1")
             .bind(&id)
@@ -443,7 +528,7 @@ async fn an_rgs_down_past_its_attempts_dead_letters_and_a_replay_delivers() {
     assert_eq!(hub.attempts("rgs", &id).await.len(), 4);
 
     // The RGS is back: `ihub dlq list` shows it, `ihub dlq replay` delivers it.
-    hub.rgs.faults.reset();
+    hub.rgs().faults.reset();
     let (ok, listing) = Ihub::run(&["dlq", "list"], &hub.env()).await;
     assert!(ok);
     assert!(
@@ -455,7 +540,7 @@ async fn an_rgs_down_past_its_attempts_dead_letters_and_a_replay_delivers() {
     assert!(replayed.contains("replayed dead letter"), "{replayed}");
 
     let hook = eventually("the replayed webhook", WAIT, || async {
-        hub.rgs.for_transaction(&id).into_iter().next()
+        hub.rgs().for_transaction(&id).into_iter().next()
     })
     .await;
     assert_eq!(hook["status"], "completed");
@@ -476,15 +561,19 @@ async fn an_rgs_down_past_its_attempts_dead_letters_and_a_replay_delivers() {
             .is_empty(),
         "the DLQ is empty"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(hub.rgs.for_transaction(&id).len(), 1, "delivered once");
+    // Nothing of deliver-rgs is pending or in hand: no delivery can follow.
+    eventually("deliver-rgs idle", WAIT, || async {
+        hub.is_idle("OUTBOUND", "deliver-rgs").await.then_some(())
+    })
+    .await;
+    assert_eq!(hub.rgs().for_transaction(&id).len(), 1, "delivered once");
     hub.stop().await;
 }
 
 #[tokio::test]
 async fn an_operator_out_of_attempts_fails_the_transaction_until_replayed() {
-    let hub = Hub::start().await;
-    hub.operator.faults.down();
+    let hub = Hub::start(options()).await;
+    hub.operator().faults.down();
     let (_, outcome) = hub
         .transact("debit", "x-1", &debit_body("p8", 100, "EUR"))
         .await;
@@ -496,7 +585,7 @@ async fn an_operator_out_of_attempts_fails_the_transaction_until_replayed() {
         "OPERATOR_RETRY_ATTEMPTS"
     );
 
-    hub.operator.faults.reset();
+    hub.operator().faults.reset();
     let letters = ihub::runtime::dlq::list(&hub.bus, Some("deliver-operator"))
         .await
         .unwrap();
@@ -510,7 +599,7 @@ async fn an_operator_out_of_attempts_fails_the_transaction_until_replayed() {
     .await;
     // The RGS heard "failed" first, then "completed"; a replay of the request says completed.
     let statuses = eventually("both webhooks", WAIT, || async {
-        let hooks = hub.rgs.for_transaction(&id);
+        let hooks = hub.rgs().for_transaction(&id);
         (hooks.len() == 2).then_some(hooks)
     })
     .await;
@@ -530,8 +619,8 @@ async fn an_operator_out_of_attempts_fails_the_transaction_until_replayed() {
 
 #[tokio::test]
 async fn waiting_longer_than_the_outcome_takes_answers_202() {
-    let hub = Hub::start().await;
-    hub.operator.faults.latency(Duration::from_millis(1500));
+    let hub = Hub::start(options()).await;
+    hub.operator().faults.latency(Duration::from_millis(1500));
     let (status, body) = hub
         .post_signed(
             "/wallet/debit",
@@ -547,7 +636,7 @@ async fn waiting_longer_than_the_outcome_takes_answers_202() {
 
 #[tokio::test]
 async fn reconciliation_counts_what_differs() {
-    let hub = Hub::start().await;
+    let hub = Hub::start(options()).await;
     let mut ids = Vec::new();
     for i in 0..5 {
         let (_, outcome) = hub
@@ -560,7 +649,7 @@ async fn reconciliation_counts_what_differs() {
         .await;
     assert_eq!(rejected["status"], "rejected");
     eventually("all webhooks", WAIT, || async {
-        (hub.rgs.received().len() == 6).then_some(())
+        (hub.rgs().received().len() == 6).then_some(())
     })
     .await;
 
@@ -599,9 +688,9 @@ async fn reconciliation_counts_what_differs() {
     );
 
     // Two transactions lost at the operator, one at the RGS.
-    assert!(hub.operator.forget(&ids[0]));
-    assert!(hub.operator.forget(&ids[1]));
-    hub.rgs.forget(&ids[2]);
+    assert!(hub.operator().forget(&ids[0]));
+    assert!(hub.operator().forget(&ids[1]));
+    hub.rgs().forget(&ids[2]);
     let (_, headers, csv) = report(Some(RECONCILIATION_TOKEN)).await;
     assert_eq!(headers["x-mismatch-count"], "3", "{csv}");
     let result_of = |id: &str| {
@@ -618,7 +707,7 @@ async fn reconciliation_counts_what_differs() {
 
 #[tokio::test]
 async fn operator_callbacks_must_be_signed() {
-    let hub = Hub::start_with(Options::default()).await;
+    let hub = Hub::start(options()).await;
     let callback = json!({
         "event": "transaction.completed", "transaction_id": "op_9", "external_transaction_id": "x",
         "player_id": "p", "type": "withdraw", "amount": "1.00", "currency": "EUR",
@@ -651,7 +740,7 @@ async fn operator_callbacks_must_be_signed() {
 
 #[tokio::test]
 async fn health_and_readiness() {
-    let hub = Hub::start().await;
+    let hub = Hub::start(options()).await;
     let health: Value = hub
         .http
         .get(format!("{}/health", hub.url))

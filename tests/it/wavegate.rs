@@ -6,10 +6,46 @@ use ihub::runtime::dlq;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
+use ihub::integrations::wavegate::mocks::ota::OtaMock;
+use ihub::integrations::wavegate::mocks::ticketing::TicketingMock;
+use ihub::mocks::Mocked;
+
 use crate::support::process::Ihub;
-use crate::support::{ADMIN_TOKEN, CALLBACK_SECRET, Hub, Options, PARTNERS, eventually};
+use crate::support::{Hub, Options, eventually};
 
 const WAIT: Duration = Duration::from_secs(20);
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const CALLBACK_SECRET: &str = "test-callback-signing-secret";
+/// The partners every test hub knows: `acme` may call from anywhere, `globex` only from
+/// 10.0.0.0/8 (so from this machine only through a trusted proxy).
+pub const PARTNERS: &[(&str, &str)] = &[("acme", "acme-token-1"), ("globex", "globex-token-1")];
+
+/// A hub running WaveGate, retrying within milliseconds, calling back to the local OTA mock.
+pub fn options() -> Options {
+    let partners = json!([
+        {"id": PARTNERS[0].0, "name": "Acme Travel", "token": PARTNERS[0].1,
+         "allowlist_cidrs": ["0.0.0.0/0", "::/0"]},
+        {"id": PARTNERS[1].0, "name": "Globex Tours", "token": PARTNERS[1].1,
+         "allowlist_cidrs": ["10.0.0.0/8"]},
+    ])
+    .to_string();
+    Options::new(
+        "wavegate",
+        &[
+            ("PARTNERS_JSON", &partners),
+            ("APP_HMAC_SECRET", "test-app-hmac-secret"),
+            ("ADMIN_TOKEN", ADMIN_TOKEN),
+            ("CALLBACK_SIGNING_SECRET", CALLBACK_SECRET),
+            ("ALLOW_PRIVATE_CALLBACKS", "1"),
+            ("REQUIRE_HTTPS_CALLBACKS", "0"),
+            ("ALLOWED_CALLBACK_PORTS", "*"),
+            ("WAVEGATE_RETRY_OFFSETS_MS", "0,20,50,90,140"),
+            ("RATE_LIMIT_CAPACITY", "1000"),
+            ("RATE_LIMIT_PER_SEC", "1000"),
+        ],
+    )
+}
 const ACME: (&str, &str) = PARTNERS[0];
 const GLOBEX: (&str, &str) = PARTNERS[1];
 
@@ -32,9 +68,17 @@ struct Answer {
 }
 
 impl Hub {
+    fn ticketing(&self) -> Mocked<TicketingMock> {
+        self.mock()
+    }
+
+    fn ota(&self) -> Mocked<OtaMock> {
+        self.mock()
+    }
+
     /// A callback URL on the OTA mock, one path per test order.
     fn callback_url(&self, name: &str) -> String {
-        format!("{}/callbacks/{name}", self.ota_url)
+        format!("{}/callbacks/{name}", self.ota().url)
     }
 
     async fn post_order(
@@ -121,7 +165,7 @@ fn id_of(answer: &Answer) -> String {
 
 #[tokio::test]
 async fn an_order_is_ticketed_and_the_partner_called_back_signed() {
-    let hub = Hub::start().await;
+    let hub = Hub::start(options()).await;
     let body = order("EXT-42", &hub.callback_url("happy"));
     let accepted = hub.post_order(ACME, Some("abc123"), &body, &[]).await;
     assert_eq!(accepted.status, 201, "{}", accepted.body);
@@ -136,7 +180,7 @@ async fn an_order_is_ticketed_and_the_partner_called_back_signed() {
     hub.wait_for_status(&id, "ota_callback_delivered").await;
 
     // Ticketing got the mapped order once, with the trace id as its idempotency key.
-    let ticketing = hub.ticketing.orders();
+    let ticketing = hub.ticketing().orders();
     assert_eq!(ticketing.len(), 1);
     let sent = &ticketing[0];
     assert_eq!(sent.idempotency_key, trace_id);
@@ -153,7 +197,7 @@ async fn an_order_is_ticketed_and_the_partner_called_back_signed() {
 
     // The partner got one callback, verifiable with an off-the-shelf Standard Webhooks library
     // and with X-Callback-Signature.
-    let callbacks = hub.ota.for_order(&id);
+    let callbacks = hub.ota().for_order(&id);
     assert_eq!(callbacks.len(), 1);
     let callback = &callbacks[0];
     assert_eq!(callback.body["status"], "ticketed");
@@ -180,7 +224,7 @@ async fn an_order_is_ticketed_and_the_partner_called_back_signed() {
         callback.headers.get("x-callback-signature"),
         Some(&expected)
     );
-    assert_eq!(hub.ota.rejected(), 0);
+    assert_eq!(hub.ota().rejected(), 0);
 
     // The partner's view of it.
     let detail = hub.get_as(ACME, &format!("/orders/{id}")).await;
@@ -217,12 +261,8 @@ async fn an_order_is_ticketed_and_the_partner_called_back_signed() {
 
 #[tokio::test]
 async fn callbacks_in_flight_stay_within_the_concurrency_limit() {
-    let hub = Hub::start_with(Options {
-        env: vec![("CALLBACK_CONCURRENCY", "2".into())],
-        ..Options::default()
-    })
-    .await;
-    hub.ota.faults.latency(Duration::from_millis(150));
+    let hub = Hub::start(options().with(vec![("CALLBACK_CONCURRENCY", "2".into())])).await;
+    hub.ota().faults.latency(Duration::from_millis(150));
     let mut ids = Vec::new();
     for n in 0..6 {
         let body = order(&format!("EXT-C{n}"), &hub.callback_url("slow"));
@@ -231,13 +271,13 @@ async fn callbacks_in_flight_stay_within_the_concurrency_limit() {
     for id in &ids {
         hub.wait_for_status(id, "ota_callback_delivered").await;
     }
-    assert_eq!(hub.ota.faults.max_in_flight(), 2);
+    assert_eq!(hub.ota().faults.max_in_flight(), 2);
     hub.stop().await;
 }
 
 #[tokio::test]
 async fn replays_return_the_original_order_and_changes_conflict() {
-    let hub = Hub::start().await;
+    let hub = Hub::start(options()).await;
     let body = order("EXT-1", &hub.callback_url("replay"));
     let first = hub.post_order(ACME, Some("key-1"), &body, &[]).await;
     assert_eq!(first.status, 201, "{}", first.body);
@@ -280,8 +320,8 @@ async fn replays_return_the_original_order_and_changes_conflict() {
         .await
         .unwrap();
     assert_eq!(orders, 2);
-    assert_eq!(hub.ticketing.orders().len(), 2);
-    assert_eq!(hub.ota.for_order(&id).len(), 1);
+    assert_eq!(hub.ticketing().orders().len(), 2);
+    assert_eq!(hub.ota().for_order(&id).len(), 1);
     let key_owner: String = sqlx::query_scalar(
         "SELECT order_id::text FROM idempotency_keys WHERE partner_id = 'acme' AND idempotency_key = 'key-1'",
     )
@@ -294,7 +334,7 @@ async fn replays_return_the_original_order_and_changes_conflict() {
 
 #[tokio::test]
 async fn refused_calls_get_their_status_and_are_recorded() {
-    let hub = Hub::start().await;
+    let hub = Hub::start(options()).await;
     let body = order("EXT-9", &hub.callback_url("auth"));
     // No credentials, an unknown partner, a wrong token: 401.
     let none = answer(hub.http.post(format!("{}/orders", hub.url)).json(&body)).await;
@@ -373,11 +413,7 @@ async fn refused_calls_get_their_status_and_are_recorded() {
 
 #[tokio::test]
 async fn a_trusted_proxy_forwards_the_client_address() {
-    let hub = Hub::start_with(Options {
-        env: vec![("TRUSTED_PROXIES", "127.0.0.1/32".into())],
-        ..Options::default()
-    })
-    .await;
+    let hub = Hub::start(options().with(vec![("TRUSTED_PROXIES", "127.0.0.1/32".into())])).await;
     let body = order("EXT-P", &hub.callback_url("proxy"));
     let inside = hub
         .post_order(GLOBEX, None, &body, &[("x-forwarded-for", "10.1.2.3")])
@@ -398,13 +434,10 @@ async fn a_trusted_proxy_forwards_the_client_address() {
 
 #[tokio::test]
 async fn over_the_token_bucket_is_429_with_retry_after() {
-    let hub = Hub::start_with(Options {
-        env: vec![
-            ("RATE_LIMIT_CAPACITY", "2".into()),
-            ("RATE_LIMIT_PER_SEC", "0.01".into()),
-        ],
-        ..Options::default()
-    })
+    let hub = Hub::start(options().with(vec![
+        ("RATE_LIMIT_CAPACITY", "2".into()),
+        ("RATE_LIMIT_PER_SEC", "0.01".into()),
+    ]))
     .await;
     let mut statuses = Vec::new();
     let mut limited = None;
@@ -438,20 +471,19 @@ async fn over_the_token_bucket_is_429_with_retry_after() {
 
 #[tokio::test]
 async fn the_rate_limit_holds_across_two_ingress_processes() {
-    let hub = Hub::start_with(Options {
+    let hub = Hub::start(Options {
         no_ingress: true,
-        env: vec![
+        ..options().with(vec![
             ("RATE_LIMIT_CAPACITY", "3".into()),
             ("RATE_LIMIT_PER_SEC", "0.001".into()),
             ("HTTP_ADDR", "127.0.0.1:0".into()),
-        ],
-        ..Options::default()
+        ])
     })
     .await;
     let mut urls = Vec::new();
     let mut processes = Vec::new();
     for _ in 0..2 {
-        let mut ingress = Ihub::spawn(&["ingress"], &hub.env());
+        let mut ingress = Ihub::spawn(&["ingress", "--integrations", "wavegate"], &hub.env());
         let line = ingress.wait_for_line("listening on").await;
         urls.push(line.rsplit(' ').next().unwrap().to_string());
         processes.push(ingress);
@@ -485,8 +517,8 @@ async fn the_rate_limit_holds_across_two_ingress_processes() {
 
 #[tokio::test]
 async fn ticketing_failing_three_times_is_retried_into_one_ticketing_order() {
-    let hub = Hub::start().await;
-    hub.ticketing.faults.fail_next(3, 500);
+    let hub = Hub::start(options()).await;
+    hub.ticketing().faults.fail_next(3, 500);
     let accepted = hub
         .post_order(
             ACME,
@@ -497,7 +529,7 @@ async fn ticketing_failing_three_times_is_retried_into_one_ticketing_order() {
         .await;
     let id = id_of(&accepted);
     hub.wait_for_status(&id, "ota_callback_delivered").await;
-    assert_eq!(hub.ticketing.orders().len(), 1, "one ticketing order");
+    assert_eq!(hub.ticketing().orders().len(), 1, "one ticketing order");
     let attempts = hub.attempts("ticketing", &id).await;
     assert_eq!(
         attempts,
@@ -522,8 +554,8 @@ async fn ticketing_failing_three_times_is_retried_into_one_ticketing_order() {
 
 #[tokio::test]
 async fn ticketing_refusing_blocks_the_order_into_the_dlq() {
-    let hub = Hub::start().await;
-    hub.ticketing.faults.fail_next(1, 400);
+    let hub = Hub::start(options()).await;
+    hub.ticketing().faults.fail_next(1, 400);
     let accepted = hub
         .post_order(
             ACME,
@@ -554,7 +586,7 @@ async fn ticketing_refusing_blocks_the_order_into_the_dlq() {
     let detail = hub.get_as(ACME, &format!("/orders/{id}")).await.body;
     assert_eq!(detail["ticketing_job"]["status"], "blocked");
     assert!(detail["blocked_reason"].as_str().unwrap().contains("400"));
-    assert!(hub.ota.for_order(&id).is_empty());
+    assert!(hub.ota().for_order(&id).is_empty());
 
     // The admin view finds it.
     let admin = answer(
@@ -584,8 +616,8 @@ async fn ticketing_refusing_blocks_the_order_into_the_dlq() {
 
 #[tokio::test]
 async fn a_callback_endpoint_down_past_its_attempts_is_dead_lettered_then_replayed() {
-    let hub = Hub::start().await;
-    hub.ota.faults.down();
+    let hub = Hub::start(options()).await;
+    hub.ota().faults.down();
     let accepted = hub
         .post_order(
             ACME,
@@ -605,22 +637,18 @@ async fn a_callback_endpoint_down_past_its_attempts_is_dead_lettered_then_replay
     assert_eq!(letters.len(), 1);
 
     // The partner is back: `ihub dlq replay` delivers it.
-    hub.ota.faults.reset();
+    hub.ota().faults.reset();
     let (ok, out) = Ihub::run(&["dlq", "replay", &letters[0].seq.to_string()], &hub.env()).await;
     assert!(ok, "{out}");
     hub.wait_for_status(&id, "ota_callback_delivered").await;
-    assert_eq!(hub.ota.for_order(&id).len(), 1);
+    assert_eq!(hub.ota().for_order(&id).len(), 1);
     assert!(dlq::list(&hub.bus, None).await.unwrap().is_empty());
     hub.stop().await;
 }
 
 #[tokio::test]
 async fn partners_see_only_their_own_orders() {
-    let hub = Hub::start_with(Options {
-        env: vec![("TRUSTED_PROXIES", "127.0.0.1/32".into())],
-        ..Options::default()
-    })
-    .await;
+    let hub = Hub::start(options().with(vec![("TRUSTED_PROXIES", "127.0.0.1/32".into())])).await;
     let from_10 = [("x-forwarded-for", "10.0.0.5")];
     let mut acme_ids = Vec::new();
     for n in 0..3 {
@@ -684,11 +712,7 @@ async fn strict_hub(extra: Vec<(&'static str, String)>) -> Hub {
         ("ALLOWED_CALLBACK_PORTS", "443".into()),
     ];
     env.extend(extra);
-    Hub::start_with(Options {
-        env,
-        ..Options::default()
-    })
-    .await
+    Hub::start(options().with(env)).await
 }
 
 #[tokio::test]
@@ -748,15 +772,15 @@ async fn callback_urls_that_could_reach_inside_are_refused() {
 async fn the_callback_consumer_checks_the_url_again_at_send_time() {
     // The ingress (in the test process) allows private callbacks; the consumer process does
     // not: the callback to 127.0.0.1 is refused at send time and never reaches the partner.
-    let hub = Hub::start_with(Options {
+    let hub = Hub::start(Options {
         no_consumers: true,
-        ..Options::default()
+        ..options()
     })
     .await;
     let mut env = hub.env();
     env.retain(|(k, _)| k != "ALLOW_PRIVATE_CALLBACKS");
     env.push(("ALLOW_PRIVATE_CALLBACKS".into(), "0".into()));
-    let consumers = Ihub::spawn(&["consume"], &env);
+    let consumers = Ihub::spawn(&["consume", "--integrations", "wavegate"], &env);
     let accepted = hub
         .post_order(
             ACME,
@@ -768,7 +792,7 @@ async fn the_callback_consumer_checks_the_url_again_at_send_time() {
     let id = id_of(&accepted);
     hub.wait_for_status(&id, "ota_callback_blocked").await;
     assert!(
-        hub.ota.callbacks().is_empty(),
+        hub.ota().callbacks().is_empty(),
         "nothing reached the partner"
     );
     let detail = hub.get_as(ACME, &format!("/orders/{id}")).await.body;

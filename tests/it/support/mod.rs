@@ -1,5 +1,7 @@
-//! A whole hub per test: real NATS and Postgres, a fresh database and subject prefix, partner
-//! mocks on port 0, retry schedules in milliseconds.
+//! A hub per test: real NATS and Postgres, a fresh database and subject prefix, the partner
+//! mocks of the integrations it runs on port 0 and wired to it, retry schedules in
+//! milliseconds. It knows no integration: each test module brings its integration's settings
+//! ([`Options::new`]) and its own helpers.
 
 #![allow(dead_code)]
 
@@ -10,26 +12,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ihub::config::{Config, Secret};
-use ihub::mocks::operator::OperatorMock;
-use ihub::mocks::ota::OtaMock;
-use ihub::mocks::rgs::RgsMock;
-use ihub::mocks::ticketing::TicketingMock;
+use ihub::config::{Config, Env};
+use ihub::mocks::{Mocked, Running};
 use ihub::nats::{Bus, provision};
-use ihub::signatures::TimestampedHmac;
 use ihub::startup::{self, Tasks};
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-pub const SECRET: &str = "test-wallet-secret";
-pub const RECONCILIATION_TOKEN: &str = "test-reconciliation-token";
-pub const ADMIN_TOKEN: &str = "test-admin-token";
-pub const CALLBACK_SECRET: &str = "test-callback-signing-secret";
-/// The WaveGate partners every test hub knows: `acme` may call from anywhere, `globex` only
-/// from 10.0.0.0/8 (so from this machine only through a trusted proxy).
-pub const PARTNERS: &[(&str, &str)] = &[("acme", "acme-token-1"), ("globex", "globex-token-1")];
 
 /// Tracing as the hub runs it (trace context flows), logs to the captured test output.
 pub fn init_logs() {
@@ -46,28 +36,50 @@ pub fn nats_url() -> String {
     std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
-/// How a test hub differs from the default.
+/// A fresh name for a test's prefix and database.
+pub fn unique(letter: char) -> String {
+    format!(
+        "{letter}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+/// What a test hub runs, and how it differs from the default.
 #[derive(Default)]
 pub struct Options {
+    /// The integrations it runs (their routes, consumers and mocks).
+    pub integrations: Vec<&'static str>,
     /// Run no consumers in this process (tests that run `ihub consume` processes).
     pub no_consumers: bool,
     /// Run no ingress in this process (tests that run `ihub ingress` processes).
     pub no_ingress: bool,
-    /// Environment overrides.
+    /// Environment: the integration's test settings, and a test's overrides after them.
     pub env: Vec<(&'static str, String)>,
+}
+
+impl Options {
+    pub fn new(integration: &'static str, env: &[(&'static str, &str)]) -> Self {
+        Options {
+            integrations: vec![integration],
+            env: env.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+            ..Options::default()
+        }
+    }
+
+    /// This, with `overrides` winning over the integration's settings.
+    pub fn with(mut self, overrides: Vec<(&'static str, String)>) -> Self {
+        self.env.extend(overrides);
+        self
+    }
 }
 
 pub struct Hub {
     pub cfg: Arc<Config>,
     pub vars: HashMap<String, String>,
+    /// The ingress (empty with `no_ingress`).
     pub url: String,
     pub http: reqwest::Client,
-    pub operator: Arc<OperatorMock>,
-    pub rgs: Arc<RgsMock>,
-    pub ticketing: Arc<TicketingMock>,
-    pub ota: Arc<OtaMock>,
-    /// `http://127.0.0.1:<port>` of the OTA partner mock (callbacks go to `/callbacks/...`).
-    pub ota_url: String,
+    pub mocks: Vec<Running>,
     pub db: PgPool,
     pub bus: Bus,
     pub shutdown: CancellationToken,
@@ -82,75 +94,45 @@ async fn listener() -> TcpListener {
 }
 
 impl Hub {
-    pub async fn start() -> Hub {
-        Self::start_with(Options::default()).await
-    }
-
-    pub async fn start_with(options: Options) -> Hub {
+    pub async fn start(options: Options) -> Hub {
         init_logs();
-        let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
-        let prefix = format!("t{id}");
-        let database_url = format!("postgres://postgres@127.0.0.1:5432/ihub_t{id}");
+        let integrations = ihub::integrations::select(
+            &options
+                .integrations
+                .iter()
+                .map(|name| name.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .expect("the test names known integrations");
+        let prefix = unique('t');
+        let database_url = format!("postgres://postgres@127.0.0.1:5432/ihub_{prefix}");
 
         let ingress_listener = listener().await;
-        let operator_listener = listener().await;
-        let rgs_listener = listener().await;
-        let ticketing_listener = listener().await;
-        let ota_listener = listener().await;
-        let ingress_url = ihub::mocks::url_of(&ingress_listener);
-        let operator_url = ihub::mocks::url_of(&operator_listener);
-        let rgs_url = ihub::mocks::url_of(&rgs_listener);
-        let ticketing_url = ihub::mocks::url_of(&ticketing_listener);
-        let partners = serde_json::json!([
-            {"id": PARTNERS[0].0, "name": "Acme Travel", "token": PARTNERS[0].1,
-             "allowlist_cidrs": ["0.0.0.0/0", "::/0"]},
-            {"id": PARTNERS[1].0, "name": "Globex Tours", "token": PARTNERS[1].1,
-             "allowlist_cidrs": ["10.0.0.0/8"]},
-        ]);
+        let (mocks, _) = startup::mocks_of(&integrations);
+        let mut bound = Vec::new();
+        for mock in mocks {
+            bound.push((mock, listener().await));
+        }
+        let wires = startup::wiring(&bound, &ihub::server::url_of(&ingress_listener));
 
         let mut vars: HashMap<String, String> = [
             ("NATS_URL", nats_url()),
             ("NATS_PREFIX", prefix.clone()),
             ("DATABASE_URL", database_url.clone()),
-            ("WALLET_HMAC_SECRET", SECRET.into()),
-            ("RECONCILIATION_TOKEN", RECONCILIATION_TOKEN.into()),
-            ("OPERATOR_URL", operator_url),
-            ("RGS_WEBHOOK_URL", format!("{rgs_url}/webhooks")),
-            (
-                "HUB_CALLBACK_URL",
-                format!("{ingress_url}/webhooks/incoming"),
-            ),
             ("HTTP_TIMEOUT_MS", "2000".into()),
             ("ACK_WAIT_MS", "4000".into()),
-            ("OPERATOR_RETRY_BASE_MS", "20".into()),
-            ("OPERATOR_RETRY_MAX_MS", "100".into()),
-            ("OPERATOR_RETRY_ATTEMPTS", "5".into()),
-            ("RGS_RETRY_BASE_MS", "20".into()),
-            ("RGS_RETRY_MAX_MS", "100".into()),
-            ("RGS_RETRY_ATTEMPTS", "4".into()),
             ("BREAKER_FAILURES", "1000".into()),
             ("CONSUMER_CONCURRENCY", "16".into()),
-            ("PARTNERS_JSON", partners.to_string()),
-            ("APP_HMAC_SECRET", "test-app-hmac-secret".into()),
-            ("ADMIN_TOKEN", ADMIN_TOKEN.into()),
-            ("CALLBACK_SIGNING_SECRET", CALLBACK_SECRET.into()),
-            ("TICKETING_URL", format!("{ticketing_url}/orders")),
-            ("ALLOW_PRIVATE_CALLBACKS", "1".into()),
-            ("REQUIRE_HTTPS_CALLBACKS", "0".into()),
-            ("ALLOWED_CALLBACK_PORTS", "*".into()),
-            ("WAVEGATE_RETRY_OFFSETS_MS", "0,20,50,90,140".into()),
-            ("RATE_LIMIT_CAPACITY", "1000".into()),
-            ("RATE_LIMIT_PER_SEC", "1000".into()),
         ]
         .into_iter()
+        .chain(wires)
+        .chain(options.env)
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        for (key, value) in options.env {
-            vars.insert(key.to_string(), value);
-        }
-        let cfg = Config::from_lookup(|name| vars.get(name).cloned()).expect("test config");
+        vars.retain(|_, v| !v.is_empty());
+        let cfg = Config::load(Env::from_pairs(vars.clone())).expect("test config");
         let cleanup = Cleanup {
-            nats_url: cfg.nats_url.clone(),
+            nats_url: cfg.nats_url.expose().to_string(),
             prefix: prefix.clone(),
             database_url: database_url.clone(),
         };
@@ -160,23 +142,26 @@ impl Hub {
         let shutdown = CancellationToken::new();
         let mut tasks = Tasks::new();
         let (bus, db) = startup::connect(&cfg, "test", 8).await.expect("connect");
-        let listeners = startup::MockListeners {
-            operator: operator_listener,
-            rgs: rgs_listener,
-            ticketing: ticketing_listener,
-            ota: ota_listener,
-        };
-        let mocks = startup::mocks(&cfg, listeners, &shutdown, &mut tasks).expect("mocks");
+        let mocks = startup::mocks(&cfg.env, bound, &shutdown, &mut tasks).expect("mocks");
         if !options.no_consumers {
-            startup::consumers(&cfg, bus.clone(), db.clone(), &[], &shutdown, &mut tasks)
-                .await
-                .expect("consumers");
+            let consumers = ihub::integrations::consumers(&integrations, &[]).expect("consumers");
+            startup::consumers(
+                &cfg,
+                &consumers,
+                bus.clone(),
+                db.clone(),
+                &shutdown,
+                &mut tasks,
+            )
+            .await
+            .expect("consumers");
         }
         let url = if options.no_ingress {
             String::new()
         } else {
             startup::ingress(
                 &cfg,
+                &integrations,
                 bus.clone(),
                 db.clone(),
                 ingress_listener,
@@ -192,11 +177,7 @@ impl Hub {
             vars,
             url,
             http: reqwest::Client::new(),
-            operator: mocks.operator,
-            rgs: mocks.rgs,
-            ticketing: mocks.ticketing,
-            ota: mocks.ota,
-            ota_url: mocks.ota_url,
+            mocks,
             db,
             bus,
             shutdown,
@@ -205,42 +186,12 @@ impl Hub {
         }
     }
 
-    pub fn signer(&self) -> TimestampedHmac {
-        TimestampedHmac::new(Secret::new(SECRET), Duration::from_secs(300))
-    }
-
-    /// POSTs `body` signed now, with an Idempotency-Key when given, plus `extra` headers.
-    pub async fn post_signed(
-        &self,
-        path: &str,
-        key: Option<&str>,
-        body: &Value,
-        extra: &[(&str, &str)],
-    ) -> (u16, Value) {
-        let mut request = self.http.post(format!("{}{path}", self.url)).json(body);
-        for (name, value) in self.signer().headers_for(body) {
-            request = request.header(name, value);
-        }
-        if let Some(key) = key {
-            request = request.header("idempotency-key", key);
-        }
-        for (name, value) in extra {
-            request = request.header(*name, *value);
-        }
-        let response = request.send().await.expect("the ingress answers");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    /// A debit or credit that waits for its outcome.
-    pub async fn transact(&self, kind: &str, key: &str, body: &Value) -> (u16, Value) {
-        self.post_signed(
-            &format!("/wallet/{kind}"),
-            Some(key),
-            body,
-            &[("prefer", "wait=10")],
-        )
-        .await
+    /// The running mock of type `T`.
+    pub fn mock<T: Send + Sync + 'static>(&self) -> Mocked<T> {
+        self.mocks
+            .iter()
+            .find_map(Running::typed::<T>)
+            .unwrap_or_else(|| panic!("no {} runs", std::any::type_name::<T>()))
     }
 
     pub async fn messages_in(&self, stream: &str) -> u64 {
@@ -287,7 +238,7 @@ impl Hub {
         let mut seen = Vec::new();
         for stream in ["INBOUND", "OUTBOUND"] {
             for (subject, payload, _) in self.stream_messages(stream).await {
-                let schema = ihub::schemas::for_subject(&subject)
+                let schema = ihub::integrations::schema_for(&subject)
                     .unwrap_or_else(|| panic!("no schema for {subject}"));
                 if let Err(errors) = schema.check(&payload) {
                     panic!("{subject} breaks {}: {errors:?}\n{payload}", schema.name);
@@ -296,14 +247,6 @@ impl Hub {
             }
         }
         seen
-    }
-
-    pub async fn transaction_status(&self, id: &str) -> Option<String> {
-        sqlx::query_scalar("SELECT status FROM wallet_transactions WHERE id::text = $1")
-            .bind(id)
-            .fetch_optional(&self.db)
-            .await
-            .expect("query")
     }
 
     /// (attempt, status code) of every call to `target` about `subject_id`, in order.
@@ -317,6 +260,21 @@ impl Hub {
         .fetch_all(&self.db)
         .await
         .expect("query")
+    }
+
+    /// Whether durable `durable` of `stream` has nothing pending and nothing in hand: no
+    /// message of it can be delivered again.
+    pub async fn is_idle(&self, stream: &str, durable: &str) -> bool {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = self
+            .bus
+            .stream(stream)
+            .await
+            .expect("stream")
+            .get_consumer(durable)
+            .await
+            .expect("consumer");
+        let info = consumer.info().await.expect("consumer info");
+        info.num_pending == 0 && info.num_ack_pending == 0
     }
 
     /// Environment for an `ihub` subprocess working on this hub.
@@ -345,11 +303,11 @@ impl Drop for Hub {
     }
 }
 
-/// Deletes the test's streams and database, even when the test panicked.
-struct Cleanup {
-    nats_url: String,
-    prefix: String,
-    database_url: String,
+/// Deletes a test's streams and database, even when the test panicked.
+pub struct Cleanup {
+    pub nats_url: String,
+    pub prefix: String,
+    pub database_url: String,
 }
 
 impl Drop for Cleanup {
@@ -366,7 +324,9 @@ impl Drop for Cleanup {
                 if let Ok(bus) = Bus::connect(&nats_url, &prefix, "ihub-test-cleanup").await {
                     let _ = provision::delete_all(&bus.js, &bus.names).await;
                 }
-                let _ = ihub::db::drop_database(&database_url).await;
+                if !database_url.is_empty() {
+                    let _ = ihub::db::drop_database(&database_url).await;
+                }
             });
         })
         .join();
@@ -389,8 +349,4 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-pub fn debit_body(player: &str, amount: i64, currency: &str) -> Value {
-    serde_json::json!({"player_id": player, "amount": amount, "currency": currency})
 }

@@ -1,0 +1,500 @@
+//! `ihub bench`: load against a running hub, next to the raw JetStream rate of the same server.
+//!
+//! 1. Raw baseline: plain JetStream publishes (256 bytes) with each ack awaited, at the chosen
+//!    concurrency, to a scratch stream on the same server.
+//! 2. Acceptance: signed debits as fast as `concurrency` callers can send them; accepted
+//!    requests/s and the ingress's p50/p99. Meanwhile the consumers work flat out: what reaches
+//!    the operator per second is the rate the whole hub sustains on this machine.
+//! 3. End to end: debits at half that sustainable rate (open loop); p50/p99 from sending the
+//!    request to the operator mock receiving the withdraw (read from its transaction list).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use async_nats::jetstream::stream;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{Mutex, Semaphore};
+use uuid::Uuid;
+
+use super::config::{WALLET_HMAC, WalletConfig};
+use crate::config::{Config, Secret};
+use crate::nats::Bus;
+use crate::signatures::TimestampedHmac;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The hub's ingress.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    pub url: String,
+    /// The operator mock the hub calls; end-to-end times are read from it.
+    #[arg(long, default_value = "http://127.0.0.1:8001")]
+    pub operator_url: String,
+    /// Requests (and raw publishes) in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Seconds per phase.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Requests/s for the end-to-end phase (default: half the rate the whole hub sustained in
+    /// the accept phase).
+    #[arg(long)]
+    pub e2e_rate: Option<f64>,
+    /// Phases to run: raw, accept, e2e (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "raw,accept,e2e")]
+    pub phases: Vec<Phase>,
+    /// Signing secret; defaults to WALLET_HMAC_SECRET, else the demo secret of `ihub dev`.
+    #[arg(long, env = "WALLET_HMAC_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    /// Plain JetStream publishes, each ack awaited.
+    Raw,
+    /// Signed debits as fast as the callers can send them.
+    Accept,
+    /// Debits at half the accepted rate, timed to the operator mock.
+    E2e,
+}
+
+/// Latencies in microseconds.
+#[derive(Default)]
+struct Samples(Vec<u64>);
+
+impl Samples {
+    fn percentile(&mut self, p: f64) -> Duration {
+        if self.0.is_empty() {
+            return Duration::ZERO;
+        }
+        self.0.sort_unstable();
+        let rank = ((p * self.0.len() as f64).ceil() as usize).clamp(1, self.0.len());
+        Duration::from_micros(self.0[rank - 1])
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    signer: TimestampedHmac,
+    run: String,
+    counter: AtomicU64,
+}
+
+struct Sent {
+    transaction_id: Option<Uuid>,
+    sent_at_us: i64,
+    latency: Duration,
+    status: u16,
+}
+
+impl Client {
+    async fn debit(&self) -> anyhow::Result<Sent> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let body = json!({"player_id": format!("bench-{}-{n}", self.run), "amount": 100, "currency": "EUR"});
+        let mut request = self
+            .http
+            .post(format!("{}/wallet/debit", self.url))
+            .header("idempotency-key", format!("bench-{}-{n}", self.run))
+            .json(&body);
+        for (name, value) in self.signer.headers_for(&body) {
+            request = request.header(name, value);
+        }
+        let sent_at_us = chrono::Utc::now().timestamp_micros();
+        let started = Instant::now();
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let answer: serde_json::Value = response.json().await.unwrap_or_default();
+        Ok(Sent {
+            transaction_id: answer["transaction_id"]
+                .as_str()
+                .and_then(|s| s.parse().ok()),
+            sent_at_us,
+            latency: started.elapsed(),
+            status,
+        })
+    }
+}
+
+pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
+    let concurrency = args.concurrency.max(1);
+    let duration = Duration::from_secs(args.duration.max(1));
+    let bus = Bus::connect(cfg.nats_url.expose(), &cfg.nats_prefix, "ihub-bench").await?;
+    let wallet = WalletConfig::from_env(&cfg.env)?;
+    let secret = args
+        .secret
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| WALLET_HMAC.demo.to_string());
+    let client = Arc::new(Client {
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(concurrency * 2)
+            .timeout(Duration::from_secs(10))
+            .build()?,
+        url: args.url.trim_end_matches('/').to_string(),
+        signer: TimestampedHmac::new(Secret::new(secret), wallet.signature_tolerance),
+        run: Uuid::new_v4().simple().to_string()[..8].to_string(),
+        counter: AtomicU64::new(0),
+    });
+    client
+        .http
+        .get(format!("{}/health", client.url))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .with_context(|| {
+            format!(
+                "no hub answers at {}: start one with `cargo run --release -- dev`",
+                client.url
+            )
+        })?;
+
+    println!(
+        "ihub bench: concurrency {concurrency}, {} s per phase",
+        duration.as_secs()
+    );
+    let run = |phase| args.phases.contains(&phase);
+    let mut report = Vec::new();
+
+    let raw_rate = if run(Phase::Raw) {
+        println!("[raw] JetStream: publish 256 B and await each ack, {concurrency} in flight");
+        let rate = raw_baseline(&bus, concurrency, duration).await?;
+        println!("      {rate:.0} msg/s");
+        report.push(format!("  raw JetStream publish+ack   {rate:>8.0} msg/s"));
+        Some(rate)
+    } else {
+        None
+    };
+
+    let sustainable = if run(Phase::Accept) {
+        println!("[accept] signed debits, {concurrency} in flight");
+        let started_us = chrono::Utc::now().timestamp_micros();
+        let (rate, mut latency) = closed_loop(&client, concurrency, duration).await?;
+        let ended_us = chrono::Utc::now().timestamp_micros();
+        let (p50, p99) = (latency.percentile(0.50), latency.percentile(0.99));
+        println!(
+            "      {rate:.0} accepted/s, p50 {}, p99 {}",
+            ms(p50),
+            ms(p99)
+        );
+        let ratio = raw_rate.map_or(String::new(), |raw| {
+            format!("   ratio {:.2} of raw", rate / raw.max(1.0))
+        });
+        report.push(format!(
+            "  ingress acceptance          {rate:>8.0} req/s   p50 {}  p99 {}{ratio}",
+            ms(p50),
+            ms(p99)
+        ));
+        // What the consumers finished meanwhile, all of the machine being busy: the rate the
+        // whole hub sustains here.
+        match booked_between(&client.http, &args.operator_url, started_us, ended_us).await {
+            Ok(booked) => {
+                let completed = booked as f64 / duration.as_secs_f64();
+                println!("      {completed:.0}/s reached the operator meanwhile");
+                report.push(format!(
+                    "  completed end to end        {completed:>8.0} req/s   (what the whole hub sustains on this machine)"
+                ));
+                Some(completed)
+            }
+            Err(err) => {
+                println!("      (no end-to-end count: {err:#})");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    if run(Phase::E2e) {
+        wait_for_consumers(&bus).await?;
+        let Some(rate) = args.e2e_rate.or(sustainable.map(|r| r / 2.0)) else {
+            bail!("the e2e phase needs --e2e-rate, or the accept phase to measure a rate");
+        };
+        let rate = rate.max(1.0);
+        println!("[e2e] debits at {rate:.0} requests/s, timed to the operator mock");
+        let phase_start_us = chrono::Utc::now().timestamp_micros();
+        let sent = open_loop(&client, rate, duration).await?;
+        wait_for_consumers(&bus).await?;
+        let (mut e2e, missing) =
+            end_to_end(&client.http, &args.operator_url, &sent, phase_start_us).await?;
+        let mut ingress = Samples(sent.iter().map(|s| s.latency.as_micros() as u64).collect());
+        report.push(format!(
+            "  at {rate:.0} req/s{}:",
+            if args.e2e_rate.is_none() {
+                " (half of that)"
+            } else {
+                ""
+            }
+        ));
+        report.push(format!(
+            "    ingress                   p50 {}  p99 {}",
+            ms(ingress.percentile(0.50)),
+            ms(ingress.percentile(0.99))
+        ));
+        report.push(format!(
+            "    end to end                p50 {}  p99 {}   ({} requests, {missing} not seen at the operator)",
+            ms(e2e.percentile(0.50)),
+            ms(e2e.percentile(0.99)),
+            sent.len()
+        ));
+    }
+
+    println!(
+        "\nresults (concurrency {concurrency}, {} s per phase)",
+        duration.as_secs()
+    );
+    for line in report {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+async fn raw_baseline(bus: &Bus, concurrency: usize, duration: Duration) -> anyhow::Result<f64> {
+    let id = Uuid::new_v4().simple().to_string()[..8].to_string();
+    let name = bus.names.stream(&format!("BENCH_RAW_{id}"));
+    let subject = bus.names.subject(&format!("bench.raw.{id}"));
+    bus.js
+        .create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![subject.clone()],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .context("could not create the scratch stream")?;
+    let payload = Bytes::from(vec![b'x'; 256]);
+    let published = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (js, subject, payload, published) = (
+            bus.js.clone(),
+            subject.clone(),
+            payload.clone(),
+            published.clone(),
+        );
+        workers.spawn(async move {
+            while Instant::now() < deadline {
+                js.publish(subject.clone(), payload.clone()).await?.await?;
+                published.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        });
+    }
+    let result = workers
+        .join_all()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<_>>>();
+    let elapsed = started.elapsed();
+    let _ = bus.js.delete_stream(&name).await;
+    result?;
+    Ok(published.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64())
+}
+
+async fn closed_loop(
+    client: &Arc<Client>,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<(f64, Samples)> {
+    let latencies = Arc::new(Mutex::new(Samples::default()));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(Mutex::new((0u64, None::<String>)));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, latencies, accepted, refused) = (
+            client.clone(),
+            latencies.clone(),
+            accepted.clone(),
+            refused.clone(),
+        );
+        workers.spawn(async move {
+            let mut mine = Vec::new();
+            while Instant::now() < deadline {
+                match client.debit().await {
+                    Ok(sent) if sent.status == 202 => {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                        mine.push(sent.latency.as_micros() as u64);
+                    }
+                    Ok(sent) => {
+                        let mut r = refused.lock().await;
+                        r.0 += 1;
+                        r.1.get_or_insert(format!("HTTP {}", sent.status));
+                    }
+                    Err(err) => {
+                        let mut r = refused.lock().await;
+                        r.0 += 1;
+                        r.1.get_or_insert(err.to_string());
+                    }
+                }
+            }
+            latencies.lock().await.0.extend(mine);
+        });
+    }
+    let progress = {
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let now = accepted.load(Ordering::Relaxed);
+                println!(
+                    "      {:>3} s  {:>7} accepted/s",
+                    started.elapsed().as_secs(),
+                    now - last
+                );
+                last = now;
+            }
+        })
+    };
+    workers.join_all().await;
+    progress.abort();
+    let elapsed = started.elapsed();
+    let (refused_count, first_refusal) = refused.lock().await.clone();
+    if refused_count > 0 {
+        println!(
+            "      {refused_count} requests not accepted (first: {})",
+            first_refusal.unwrap_or_default()
+        );
+    }
+    let accepted = accepted.load(Ordering::Relaxed);
+    if accepted == 0 {
+        bail!("the hub accepted no request; is WALLET_HMAC_SECRET the hub's?");
+    }
+    let samples = std::mem::take(&mut *latencies.lock().await);
+    Ok((accepted as f64 / elapsed.as_secs_f64(), samples))
+}
+
+async fn open_loop(
+    client: &Arc<Client>,
+    rate: f64,
+    duration: Duration,
+) -> anyhow::Result<Vec<Sent>> {
+    let total = (rate * duration.as_secs_f64()).round() as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let in_flight = Arc::new(Semaphore::new(1024));
+    let sent = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
+    let started = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        tokio::time::sleep_until(started + interval.mul_f64(i as f64)).await;
+        let permit = in_flight.clone().acquire_owned().await?;
+        let (client, sent) = (client.clone(), sent.clone());
+        tasks.spawn(async move {
+            if let Ok(s) = client.debit().await
+                && s.status == 202
+            {
+                sent.lock().await.push(s);
+            }
+            drop(permit);
+        });
+    }
+    tasks.join_all().await;
+    Ok(std::mem::take(&mut *sent.lock().await))
+}
+
+/// Waits until the wallet consumers have nothing pending, showing the backlog.
+async fn wait_for_consumers(bus: &Bus) -> anyhow::Result<()> {
+    let give_up = Instant::now() + Duration::from_secs(300);
+    loop {
+        let mut backlog = 0;
+        for (stream_name, durable) in [
+            ("INBOUND", "stage-wallet"),
+            ("OUTBOUND", "deliver-operator"),
+        ] {
+            let stream = bus.stream(stream_name).await?;
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+                .get_consumer(durable)
+                .await
+                .map_err(|err| anyhow::anyhow!("{err}"))?;
+            let info = consumer.info().await?;
+            backlog += info.num_pending + info.num_ack_pending as u64;
+        }
+        if backlog == 0 {
+            return Ok(());
+        }
+        if Instant::now() > give_up {
+            bail!("the consumers still have {backlog} messages after 5 minutes; are they running?");
+        }
+        println!("      waiting for the consumers: {backlog} messages pending");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[derive(Deserialize)]
+struct Booked {
+    external_transaction_id: String,
+    received_at_us: i64,
+}
+
+#[derive(Deserialize)]
+struct BookedList {
+    transactions: Vec<Booked>,
+}
+
+async fn booked_since(
+    http: &reqwest::Client,
+    operator_url: &str,
+    since_us: i64,
+) -> anyhow::Result<Vec<Booked>> {
+    let url = format!(
+        "{}/v2/transactions?received_after_us={since_us}",
+        operator_url.trim_end_matches('/')
+    );
+    let list: BookedList = http
+        .get(&url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .with_context(|| format!("could not read the operator mock's transactions at {url}"))?
+        .json()
+        .await?;
+    Ok(list.transactions)
+}
+
+/// How many transactions the operator mock received in a time window.
+async fn booked_between(
+    http: &reqwest::Client,
+    operator_url: &str,
+    from_us: i64,
+    to_us: i64,
+) -> anyhow::Result<usize> {
+    let booked = booked_since(http, operator_url, from_us).await?;
+    Ok(booked.iter().filter(|b| b.received_at_us <= to_us).count())
+}
+
+async fn end_to_end(
+    http: &reqwest::Client,
+    operator_url: &str,
+    sent: &[Sent],
+    since_us: i64,
+) -> anyhow::Result<(Samples, usize)> {
+    let received: std::collections::HashMap<String, i64> =
+        booked_since(http, operator_url, since_us)
+            .await?
+            .into_iter()
+            .map(|t| (t.external_transaction_id, t.received_at_us))
+            .collect();
+    let mut samples = Samples::default();
+    let mut missing = 0;
+    for s in sent {
+        match s
+            .transaction_id
+            .and_then(|id| received.get(&id.to_string()))
+        {
+            Some(at) => samples.0.push((at - s.sent_at_us).max(0) as u64),
+            None => missing += 1,
+        }
+    }
+    Ok((samples, missing))
+}
