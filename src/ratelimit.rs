@@ -395,11 +395,17 @@ mod tests {
         async fn tokens_come_back_at_the_refill_rate() {
             let js = context().await;
             let (bucket, kv) = bucket(&js).await;
-            let limiter = RateLimiter::new(kv, 1, 10.0);
+            // One token, back after 500 ms: the second take finds none; polling (which spends
+            // nothing while limited) finds it back.
+            let limiter = RateLimiter::new(kv, 1, 2.0);
             let first = limiter.take("p").await.unwrap();
             let second = limiter.take("p").await.unwrap();
-            tokio::time::sleep(Duration::from_millis(120)).await;
-            let third = limiter.take("p").await.unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            let mut third = limiter.take("p").await.unwrap();
+            while third != Decision::Allowed && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                third = limiter.take("p").await.unwrap();
+            }
             js.delete_stream(format!("KV_{bucket}")).await.unwrap();
 
             assert_eq!(first, Decision::Allowed);
@@ -409,7 +415,7 @@ mod tests {
                     retry_after: Duration::from_secs(1)
                 }
             );
-            assert_eq!(third, Decision::Allowed);
+            assert_eq!(third, Decision::Allowed, "the token came back");
         }
     }
 }
