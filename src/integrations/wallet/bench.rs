@@ -9,7 +9,7 @@
 //!    request to the operator mock receiving the withdraw (read from its transaction list).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -27,6 +27,12 @@ use crate::signatures::TimestampedHmac;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The load to drive: `wallet`, signed debits timed to the operator mock.
+    #[arg(long, default_value = "wallet", value_parser = ["wallet"])]
+    pub scenario: String,
+    /// Print the results as one JSON object on stdout (progress goes to stderr).
+    #[arg(long)]
+    pub json: bool,
     /// The hub's ingress.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     pub url: String,
@@ -123,7 +129,26 @@ impl Client {
     }
 }
 
+/// Progress and the human report go to stdout, or to stderr under `--json` (stdout is then
+/// the summary alone).
+static TO_STDERR: AtomicBool = AtomicBool::new(false);
+
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if TO_STDERR.load(Ordering::Relaxed) {
+            eprintln!($($arg)*)
+        } else {
+            println!($($arg)*)
+        }
+    };
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e5).round() / 100.0
+}
+
 pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
+    TO_STDERR.store(args.json, Ordering::Relaxed);
     let concurrency = args.concurrency.max(1);
     let duration = Duration::from_secs(args.duration.max(1));
     let bus = Bus::connect(cfg.nats_url.expose(), &cfg.nats_prefix, "ihub-bench").await?;
@@ -156,30 +181,36 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
             )
         })?;
 
-    println!(
+    say!(
         "ihub bench: concurrency {concurrency}, {} s per phase",
         duration.as_secs()
     );
     let run = |phase| args.phases.contains(&phase);
     let mut report = Vec::new();
+    let mut summary = json!({
+        "scenario": args.scenario,
+        "concurrency": concurrency,
+        "duration_secs": duration.as_secs(),
+    });
 
     let raw_rate = if run(Phase::Raw) {
-        println!("[raw] JetStream: publish 256 B and await each ack, {concurrency} in flight");
+        say!("[raw] JetStream: publish 256 B and await each ack, {concurrency} in flight");
         let rate = raw_baseline(&bus, concurrency, duration).await?;
-        println!("      {rate:.0} msg/s");
+        say!("      {rate:.0} msg/s");
         report.push(format!("  raw JetStream publish+ack   {rate:>8.0} msg/s"));
+        summary["raw"] = json!({"msgs_per_sec": rate.round()});
         Some(rate)
     } else {
         None
     };
 
     let sustainable = if run(Phase::Accept) {
-        println!("[accept] signed debits, {concurrency} in flight");
+        say!("[accept] signed debits, {concurrency} in flight");
         let started_us = chrono::Utc::now().timestamp_micros();
         let (rate, mut latency) = closed_loop(&client, concurrency, duration).await?;
         let ended_us = chrono::Utc::now().timestamp_micros();
         let (p50, p99) = (latency.percentile(0.50), latency.percentile(0.99));
-        println!(
+        say!(
             "      {rate:.0} accepted/s, p50 {}, p99 {}",
             ms(p50),
             ms(p99)
@@ -192,19 +223,26 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
             ms(p50),
             ms(p99)
         ));
+        summary["accept"] = json!({
+            "accepted_per_sec": rate.round(),
+            "p50_ms": millis(p50),
+            "p99_ms": millis(p99),
+            "ratio_of_raw": raw_rate.map(|raw| (rate / raw.max(1.0) * 1000.0).round() / 1000.0),
+        });
         // What the consumers finished meanwhile, all of the machine being busy: the rate the
         // whole hub sustains here.
         match booked_between(&client.http, &args.operator_url, started_us, ended_us).await {
             Ok(booked) => {
                 let completed = booked as f64 / duration.as_secs_f64();
-                println!("      {completed:.0}/s reached the operator meanwhile");
+                say!("      {completed:.0}/s reached the operator meanwhile");
                 report.push(format!(
                     "  completed end to end        {completed:>8.0} req/s   (what the whole hub sustains on this machine)"
                 ));
+                summary["accept"]["completed_per_sec"] = json!(completed.round());
                 Some(completed)
             }
             Err(err) => {
-                println!("      (no end-to-end count: {err:#})");
+                say!("      (no end-to-end count: {err:#})");
                 None
             }
         }
@@ -218,7 +256,7 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
             bail!("the e2e phase needs --e2e-rate, or the accept phase to measure a rate");
         };
         let rate = rate.max(1.0);
-        println!("[e2e] debits at {rate:.0} requests/s, timed to the operator mock");
+        say!("[e2e] debits at {rate:.0} requests/s, timed to the operator mock");
         let phase_start_us = chrono::Utc::now().timestamp_micros();
         let sent = open_loop(&client, rate, duration).await?;
         wait_for_consumers(&bus).await?;
@@ -244,14 +282,26 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
             ms(e2e.percentile(0.99)),
             sent.len()
         ));
+        summary["e2e"] = json!({
+            "rate_per_sec": rate.round(),
+            "requests": sent.len(),
+            "missing": missing,
+            "ingress_p50_ms": millis(ingress.percentile(0.50)),
+            "ingress_p99_ms": millis(ingress.percentile(0.99)),
+            "e2e_p50_ms": millis(e2e.percentile(0.50)),
+            "e2e_p99_ms": millis(e2e.percentile(0.99)),
+        });
     }
 
-    println!(
+    say!(
         "\nresults (concurrency {concurrency}, {} s per phase)",
         duration.as_secs()
     );
     for line in report {
-        println!("{line}");
+        say!("{line}");
+    }
+    if args.json {
+        println!("{summary}");
     }
     Ok(())
 }
@@ -348,7 +398,7 @@ async fn closed_loop(
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let now = accepted.load(Ordering::Relaxed);
-                println!(
+                say!(
                     "      {:>3} s  {:>7} accepted/s",
                     started.elapsed().as_secs(),
                     now - last
@@ -362,7 +412,7 @@ async fn closed_loop(
     let elapsed = started.elapsed();
     let (refused_count, first_refusal) = refused.lock().await.clone();
     if refused_count > 0 {
-        println!(
+        say!(
             "      {refused_count} requests not accepted (first: {})",
             first_refusal.unwrap_or_default()
         );
@@ -426,7 +476,7 @@ async fn wait_for_consumers(bus: &Bus) -> anyhow::Result<()> {
         if Instant::now() > give_up {
             bail!("the consumers still have {backlog} messages after 5 minutes; are they running?");
         }
-        println!("      waiting for the consumers: {backlog} messages pending");
+        say!("      waiting for the consumers: {backlog} messages pending");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
