@@ -263,10 +263,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 /// `ihub dev`: the demo settings of `integrations` beneath the environment, setup, then their
 /// mocks, consumers and routes in one process, wired to each other.
 async fn dev(integrations: Vec<&'static Integration>) -> anyhow::Result<()> {
-    let secrets: Vec<_> = integrations
-        .iter()
-        .flat_map(|i| i.secrets.iter().copied())
-        .collect();
+    let secrets: Vec<_> = integrations.iter().flat_map(|i| i.secrets()).collect();
     let (env, filled) = Env::process()
         .with_defaults(
             integrations

@@ -17,9 +17,6 @@ use crate::schemas::{Event, Schema};
 pub struct Integration {
     /// What `--integrations` calls it; also the `<integration>` in its subjects `in.<name>.…`.
     pub name: &'static str,
-    /// Every secret its parts read: `ihub dev` fills each one the environment leaves unset
-    /// with its demo value.
-    pub secrets: &'static [&'static SecretVar],
     /// Other variables `ihub dev` sets unless the environment does (demo partners, relaxed
     /// callback rules for the local mocks).
     pub dev_defaults: &'static [(&'static str, &'static str)],
@@ -34,6 +31,26 @@ pub struct Integration {
     pub mocks: &'static [Mock],
     /// Seed data `ihub setup` applies (demo partners), when the environment asks for it.
     pub seed: Option<Seed>,
+}
+
+impl Integration {
+    /// Every secret its parts need (`ihub dev` fills those the environment leaves unset with
+    /// their demo values), each once.
+    pub fn secrets(&self) -> Vec<&'static SecretVar> {
+        let mut secrets: Vec<&'static SecretVar> = Vec::new();
+        let parts = self
+            .ingress
+            .secrets
+            .iter()
+            .chain(self.consumers.iter().flat_map(|c| c.secrets))
+            .chain(self.mocks.iter().flat_map(|m| m.secrets));
+        for secret in parts {
+            if !secrets.contains(secret) {
+                secrets.push(secret);
+            }
+        }
+        secrets
+    }
 }
 
 /// Applies seed data when the environment asks for it; returns a line for setup's progress.

@@ -157,11 +157,11 @@ impl DeliverOperator {
         if send_webhook {
             self.ctx
                 .bus
-                .publish(
+                .publish_json(
                     subjects::RGS_WEBHOOK,
                     Some(&format!("rgs:{}", webhook.id)),
                     HeaderMap::new(),
-                    Bytes::from(serde_json::to_vec(&webhook).map_err(Failure::permanent)?),
+                    &webhook,
                 )
                 .await?;
         }

@@ -2,7 +2,6 @@
 //! the operator call; records the operator's callbacks.
 
 use async_nats::HeaderMap;
-use bytes::Bytes;
 
 use crate::integrations::wallet::domain::{OperatorCallback, Requested};
 use crate::integrations::wallet::{store, subjects};
@@ -32,11 +31,11 @@ impl StageWallet {
         }
         self.ctx
             .bus
-            .publish(
+            .publish_json(
                 subjects::operator_command(command.kind),
                 Some(&format!("operator:{}", command.transaction_id)),
                 forward,
-                Bytes::from(serde_json::to_vec(&command).map_err(Failure::permanent)?),
+                &command,
             )
             .await?;
         Ok(())

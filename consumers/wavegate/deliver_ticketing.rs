@@ -4,7 +4,6 @@
 //! 5xx, 408, 429 and timeouts → retried by the runtime on WaveGate's schedule. A permanent
 //! failure or the last attempt leaves the order `ticketing_blocked` (and the command in the DLQ).
 
-use bytes::Bytes;
 use chrono::Utc;
 use serde::Deserialize;
 
@@ -64,11 +63,11 @@ impl DeliverTicketing {
         };
         self.ctx
             .bus
-            .publish(
+            .publish_json(
                 subjects::OTA_CALLBACK,
                 Some(&format!("callback:{}", command.callback.order.id)),
                 async_nats::HeaderMap::new(),
-                Bytes::from(serde_json::to_vec(&command).map_err(Failure::permanent)?),
+                &command,
             )
             .await?;
         Ok(())

@@ -2,8 +2,6 @@
 //! ticketing job, the partner's idempotency key) and commands ticketing; records refused calls
 //! in `auth_events`.
 
-use bytes::Bytes;
-
 use crate::integrations::wavegate::domain::{AuthRefused, OrderAccepted, TicketingCommand};
 use crate::integrations::wavegate::{store, subjects};
 use crate::runtime::{Context, Delivery, Failure, Stage, StageResult};
@@ -28,11 +26,11 @@ impl StageWaveGate {
         let command = TicketingCommand { order: event.order };
         self.ctx
             .bus
-            .publish(
+            .publish_json(
                 subjects::TICKETING_ORDER,
                 Some(&format!("ticketing:{}", command.order.id)),
                 async_nats::HeaderMap::new(),
-                Bytes::from(serde_json::to_vec(&command).map_err(Failure::permanent)?),
+                &command,
             )
             .await?;
         Ok(())

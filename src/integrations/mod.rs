@@ -153,7 +153,8 @@ mod tests {
         }
     }
 
-    /// An event nobody consumes is lost in the stream; one two durables consume is done twice.
+    /// An event nobody consumes is lost in the stream; one two durables consume is done twice;
+    /// a consumer of undeclared events reads payloads no schema describes.
     #[test]
     fn every_event_reaches_exactly_one_consumer_of_its_integration() {
         let filters: Vec<(&str, String)> = ALL
@@ -172,6 +173,19 @@ mod tests {
                     .collect();
                 assert_eq!(takers.len(), 1, "{}: {takers:?}", event.subject);
                 assert_eq!(takers[0].0, integration.name, "{}", event.subject);
+            }
+            // And what a consumer takes has a schema: the events it reads are declared.
+            for consumer in integration.consumers {
+                let filter = consumer.file.config().unwrap().filter_subject;
+                assert!(
+                    integration
+                        .events
+                        .iter()
+                        .any(|event| matches(&filter, event.subject)),
+                    "{} takes {filter}, but {} declares no event there",
+                    consumer.durable(),
+                    integration.name
+                );
             }
         }
     }
@@ -223,26 +237,6 @@ mod tests {
             }
         }
         assert_eq!(on_disk, registered);
-    }
-
-    #[test]
-    fn every_secret_a_part_needs_is_one_ihub_dev_fills() {
-        for integration in ALL {
-            let parts = integration
-                .ingress
-                .secrets
-                .iter()
-                .chain(integration.consumers.iter().flat_map(|c| c.secrets))
-                .chain(integration.mocks.iter().flat_map(|m| m.secrets));
-            for secret in parts {
-                assert!(
-                    integration.secrets.contains(secret),
-                    "{}: {} is not in its secrets",
-                    integration.name,
-                    secret.name
-                );
-            }
-        }
     }
 
     #[test]

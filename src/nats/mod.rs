@@ -127,6 +127,19 @@ impl Bus {
             .with_context(|| format!("JetStream did not store the message on {subject}"))
     }
 
+    /// Publishes `value` as JSON, as [`Bus::publish`] does.
+    pub async fn publish_json(
+        &self,
+        subject: &str,
+        msg_id: Option<&str>,
+        headers: HeaderMap,
+        value: &impl serde::Serialize,
+    ) -> anyhow::Result<jetstream::publish::PublishAck> {
+        let payload = serde_json::to_vec(value)
+            .with_context(|| format!("could not serialise the message for {subject}"))?;
+        self.publish(subject, msg_id, headers, payload.into()).await
+    }
+
     /// Sends the publish; the returned future resolves to the stream's ack.
     pub async fn start_publish(
         &self,

@@ -28,7 +28,7 @@ fn hub_options() -> Options {
 fn config_with(hub: &Hub, keep: &[&SecretVar]) -> Arc<Config> {
     let secrets: Vec<&str> = ALL
         .iter()
-        .flat_map(|i| i.secrets.iter())
+        .flat_map(|i| i.secrets())
         .map(|s| s.name)
         .chain(["OPERATOR_WEBHOOK_SECRET", "CALLBACK_SIGNING_SECRET"])
         .collect();

@@ -259,17 +259,15 @@ fn hex(bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn start_up_problems_say_where_and_what_to_do() {
+    // Every integration's secrets, so that only the problem under test stops start-up.
     let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-        let mut all: Vec<(String, String)> = [
-            ("WALLET_HMAC_SECRET", "s"),
-            ("RECONCILIATION_TOKEN", "t"),
-            ("APP_HMAC_SECRET", "a"),
-            ("ADMIN_TOKEN", "d"),
-            ("HTTP_ADDR", "127.0.0.1:0"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let mut all: Vec<(String, String)> = ihub::integrations::ALL
+            .iter()
+            .flat_map(|i| i.secrets())
+            .map(|s| (s.name, s.demo))
+            .chain([("HTTP_ADDR", "127.0.0.1:0")])
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         all.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         all
     };
@@ -297,14 +295,14 @@ async fn start_up_problems_say_where_and_what_to_do() {
         Ihub::run_full(&["ingress"], &[("HTTP_ADDR".into(), "127.0.0.1:0".into())]).await;
     assert!(!ok);
     assert!(
-        [
-            "WALLET_HMAC_SECRET",
-            "RECONCILIATION_TOKEN",
-            "APP_HMAC_SECRET",
-            "ADMIN_TOKEN"
-        ]
-        .iter()
-        .all(|var| err.contains(var)),
+        ihub::integrations::ALL
+            .iter()
+            .flat_map(|i| i.ingress.secrets)
+            .all(|var| err.contains(var.name)),
+        "{err}"
+    );
+    assert!(
+        err.contains("WALLET_HMAC_SECRET, RECONCILIATION_TOKEN, APP_HMAC_SECRET"),
         "{err}"
     );
 

@@ -36,7 +36,6 @@ pub mod schemas {
 
 pub static INTEGRATION: Integration = Integration {
     name: "wallet",
-    secrets: &[&config::WALLET_HMAC, &config::RECONCILIATION_TOKEN],
     dev_defaults: &[],
     ingress: Ingress {
         secrets: &[&config::WALLET_HMAC, &config::RECONCILIATION_TOKEN],

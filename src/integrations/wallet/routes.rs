@@ -186,11 +186,11 @@ async fn accept(
     event_headers.insert(headers::FINGERPRINT, record.fingerprint.as_str());
     app.hub
         .bus
-        .publish(
+        .publish_json(
             subjects::requested(kind),
             Some(&transaction_id.to_string()),
             event_headers,
-            Bytes::from(serde_json::to_vec(&event).map_err(|e| ApiError::internal(e.into()))?),
+            &event,
         )
         .await
         .map_err(ApiError::unavailable)?;
@@ -223,18 +223,14 @@ async fn operator_callback(
         ingress::check_schema(&schemas::OPERATOR_CALLBACK, &value)?;
         let callback: OperatorCallback = serde_json::from_value(value)
             .map_err(|err| ApiError::unprocessable("invalid_body", err.to_string()))?;
+        let msg_id = format!("opcb:{}:{}", callback.transaction_id, callback.event);
         app.hub
             .bus
-            .publish(
+            .publish_json(
                 subjects::OPERATOR_CALLBACK,
-                Some(&format!(
-                    "opcb:{}:{}",
-                    callback.transaction_id, callback.event
-                )),
+                Some(&msg_id),
                 async_nats::HeaderMap::new(),
-                Bytes::from(
-                    serde_json::to_vec(&callback).map_err(|e| ApiError::internal(e.into()))?,
-                ),
+                &callback,
             )
             .await
             .map_err(ApiError::unavailable)?;

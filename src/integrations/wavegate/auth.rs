@@ -61,23 +61,18 @@ impl Caller {
             "call refused"
         );
         let id = event.id.to_string();
-        match serde_json::to_vec(&event) {
-            Ok(payload) => {
-                if let Err(err) = app
-                    .hub
-                    .bus
-                    .publish(
-                        subjects::AUTH_REFUSED,
-                        Some(&id),
-                        async_nats::HeaderMap::new(),
-                        payload.into(),
-                    )
-                    .await
-                {
-                    tracing::warn!(error = format!("{err:#}"), "auth event not recorded");
-                }
-            }
-            Err(err) => tracing::warn!(%err, "auth event not serialisable"),
+        if let Err(err) = app
+            .hub
+            .bus
+            .publish_json(
+                subjects::AUTH_REFUSED,
+                Some(&id),
+                async_nats::HeaderMap::new(),
+                &event,
+            )
+            .await
+        {
+            tracing::warn!(error = format!("{err:#}"), "auth event not recorded");
         }
         error
     }

@@ -41,7 +41,6 @@ pub mod schemas {
 
 pub static INTEGRATION: Integration = Integration {
     name: "wavegate",
-    secrets: &[&config::APP_HMAC, &config::ADMIN_TOKEN],
     // The demo partner, signed callbacks, and callbacks to the local OTA mock over plain HTTP.
     dev_defaults: &[
         (

@@ -199,14 +199,13 @@ async fn replay(
 }
 
 async fn publish(app: &WaveGate, event: &OrderAccepted) -> Result<(), ApiError> {
-    let payload = serde_json::to_vec(event).map_err(|e| ApiError::internal(e.into()))?;
     app.hub
         .bus
-        .publish(
+        .publish_json(
             subjects::ORDER_ACCEPTED,
             Some(&format!("order:{}", event.order.id)),
             async_nats::HeaderMap::new(),
-            payload.into(),
+            event,
         )
         .await
         .map_err(ApiError::unavailable)?;
