@@ -32,9 +32,37 @@ pub struct CallbackPolicy {
     /// When Some, the host must be one of these (case-insensitive, exact match)
     /// (ALLOWED_CALLBACK_HOSTS).
     pub allowed_hosts: Option<Vec<String>>,
-    /// Allow loopback/private/link-local… targets (ALLOW_PRIVATE_CALLBACKS=1; local mocks
-    /// need it).
-    pub allow_private: bool,
+    /// Which non-public targets are allowed (ALLOW_PRIVATE_CALLBACKS; local mocks need
+    /// loopback). Link-local and cloud metadata addresses never are.
+    pub allow_private: PrivateTargets,
+}
+
+/// Non-public callback targets a policy allows. Whatever it says, link-local addresses
+/// (169.254.0.0/16, fe80::/10) and the clouds' metadata services are refused: a callback
+/// there would hand a partner the machine's credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrivateTargets {
+    /// Public addresses only (`ALLOW_PRIVATE_CALLBACKS=0`, the default).
+    None,
+    /// Loopback too (`loopback`; what `ihub dev` sets, its mocks listen there).
+    Loopback,
+    /// Loopback and private networks (`1`; a compose network, a partner on the LAN).
+    Private,
+}
+
+impl PrivateTargets {
+    /// `0`/`false`/`no`, `loopback`, or `1`/`true`/`yes`/`private`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "" | "0" | "false" | "no" => Ok(Self::None),
+            "loopback" => Ok(Self::Loopback),
+            "1" | "true" | "yes" | "private" => Ok(Self::Private),
+            other => Err(format!(
+                "ALLOW_PRIVATE_CALLBACKS={other:?}: use 0, loopback or 1 (loopback and private \
+                 networks; link-local and metadata addresses are never allowed)"
+            )),
+        }
+    }
 }
 
 impl Default for CallbackPolicy {
@@ -44,7 +72,7 @@ impl Default for CallbackPolicy {
             require_https: true,
             allowed_ports: Some(vec![443]),
             allowed_hosts: None,
-            allow_private: false,
+            allow_private: PrivateTargets::None,
         }
     }
 }
@@ -161,15 +189,19 @@ impl CallbackPolicy {
         Ok(Checked { url, addrs })
     }
 
-    /// The address rule alone: `Err(name of the range)` for a non-public address unless
-    /// `allow_private`.
+    /// The address rule alone: `Err(name of the range)` for a non-public address that
+    /// `allow_private` does not allow; link-local and metadata addresses always.
     pub fn address_allowed(&self, ip: IpAddr) -> Result<(), &'static str> {
-        if self.allow_private {
+        let Some(range_name) = non_public_range(ip) else {
             return Ok(());
+        };
+        if let Some(never) = never_allowed(ip, range_name) {
+            return Err(never);
         }
-        match non_public_range(ip) {
-            Some(range_name) => Err(range_name),
-            None => Ok(()),
+        match self.allow_private {
+            PrivateTargets::Private => Ok(()),
+            PrivateTargets::Loopback if range_name == LOOPBACK => Ok(()),
+            _ => Err(range_name),
         }
     }
 
@@ -247,6 +279,27 @@ const fn v6(a: u16, b: u16, c: u16, d: u16, e: u16, f: u16, g: u16, h: u16, len:
 }
 
 const RFC1918: &str = "private (RFC 1918)";
+const LOOPBACK: &str = "loopback";
+const LINK_LOCAL_V4: &str = "link-local / cloud metadata";
+const LINK_LOCAL_V6: &str = "link-local";
+const METADATA: &str = "cloud metadata";
+
+/// Metadata services outside link-local: Alibaba's (in carrier-grade NAT space) and AWS's
+/// IPv6 one (in unique local space).
+const METADATA_ADDRESSES: [IpAddr; 2] = [
+    IpAddr::V4(Ipv4Addr::new(100, 100, 100, 200)),
+    IpAddr::V6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
+];
+
+/// The range no setting opens, if `ip` (in `range_name`) is in one.
+fn never_allowed(ip: IpAddr, range_name: &'static str) -> Option<&'static str> {
+    if range_name == LINK_LOCAL_V4 || range_name == LINK_LOCAL_V6 {
+        return Some(range_name);
+    }
+    METADATA_ADDRESSES
+        .contains(&ip.to_canonical())
+        .then_some(METADATA)
+}
 const DOCUMENTATION: &str = "documentation";
 
 /// IPv4 ranges that are not public, with the name a refusal gives.
@@ -256,8 +309,8 @@ static V4_RANGES: [(Ipv4Net, &str); 16] = [
     (v4(172, 16, 0, 0, 12), RFC1918),
     (v4(192, 168, 0, 0, 16), RFC1918),
     (v4(100, 64, 0, 0, 10), "carrier-grade NAT"),
-    (v4(127, 0, 0, 0, 8), "loopback"),
-    (v4(169, 254, 0, 0, 16), "link-local / cloud metadata"),
+    (v4(127, 0, 0, 0, 8), LOOPBACK),
+    (v4(169, 254, 0, 0, 16), LINK_LOCAL_V4),
     (v4(192, 0, 0, 0, 24), "IETF protocol assignments"),
     (v4(192, 0, 2, 0, 24), DOCUMENTATION),
     (v4(198, 51, 100, 0, 24), DOCUMENTATION),
@@ -273,9 +326,9 @@ static V4_RANGES: [(Ipv4Net, &str); 16] = [
 /// IPv6 ranges that are not public, checked before the forms that embed an IPv4 address.
 static V6_RANGES: [(Ipv6Net, &str); 8] = [
     (v6(0, 0, 0, 0, 0, 0, 0, 0, 128), "unspecified"),
-    (v6(0, 0, 0, 0, 0, 0, 0, 1, 128), "loopback"),
+    (v6(0, 0, 0, 0, 0, 0, 0, 1, 128), LOOPBACK),
     (v6(0xfc00, 0, 0, 0, 0, 0, 0, 0, 7), "unique local"),
-    (v6(0xfe80, 0, 0, 0, 0, 0, 0, 0, 10), "link-local"),
+    (v6(0xfe80, 0, 0, 0, 0, 0, 0, 0, 10), LINK_LOCAL_V6),
     (
         v6(0xfec0, 0, 0, 0, 0, 0, 0, 0, 10),
         "site-local (deprecated)",
@@ -387,7 +440,7 @@ mod tests {
             require_https: false,
             allowed_ports: None,
             allowed_hosts: None,
-            allow_private: false,
+            allow_private: PrivateTargets::None,
         }
     }
 
@@ -552,16 +605,74 @@ mod tests {
     #[tokio::test]
     async fn allow_private_relaxes_only_the_address_rule() {
         let policy = CallbackPolicy {
-            allow_private: true,
+            allow_private: PrivateTargets::Private,
             ..strict()
         };
         let checked = policy.check("https://127.0.0.1/").await.unwrap();
         assert_eq!(checked.addrs, vec!["127.0.0.1:443".parse().unwrap()]);
         assert!(policy.check("https://localhost/").await.is_ok());
+        assert!(policy.check("https://10.1.2.3/").await.is_ok());
         assert_eq!(rule(&policy, "http://127.0.0.1/").await, "https_required");
         assert_eq!(
             rule(&policy, "https://127.0.0.1:8080/").await,
             "port_not_allowed"
+        );
+    }
+
+    /// Checked at the validation step only: nothing is sent to these addresses.
+    #[tokio::test]
+    async fn link_local_and_metadata_are_refused_whatever_the_setting() {
+        for allow_private in [
+            PrivateTargets::None,
+            PrivateTargets::Loopback,
+            PrivateTargets::Private,
+        ] {
+            let policy = CallbackPolicy {
+                allow_private,
+                ..open()
+            };
+            for url in [
+                "http://169.254.169.254/latest/meta-data/",
+                "http://169.254.170.2/v2/credentials",
+                "http://[::ffff:169.254.169.254]/",
+                "http://[fe80::1]/",
+                "http://100.100.100.200/latest/meta-data/",
+                "http://[fd00:ec2::254]/",
+            ] {
+                assert_eq!(
+                    rule(&policy, url).await,
+                    "private_address",
+                    "{url} {allow_private:?}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn loopback_allows_loopback_and_nothing_else_private() {
+        let policy = CallbackPolicy {
+            allow_private: PrivateTargets::Loopback,
+            ..open()
+        };
+        assert!(policy.check("http://127.0.0.1:8004/cb").await.is_ok());
+        assert!(policy.check("http://[::1]:8004/cb").await.is_ok());
+        for url in ["http://10.0.0.1/", "http://192.168.1.1/", "http://0.0.0.0/"] {
+            assert_eq!(rule(&policy, url).await, "private_address", "{url}");
+        }
+    }
+
+    #[test]
+    fn the_setting_reads_its_three_values() {
+        assert_eq!(PrivateTargets::parse("0"), Ok(PrivateTargets::None));
+        assert_eq!(
+            PrivateTargets::parse("loopback"),
+            Ok(PrivateTargets::Loopback)
+        );
+        assert_eq!(PrivateTargets::parse("1"), Ok(PrivateTargets::Private));
+        assert!(
+            PrivateTargets::parse("sometimes")
+                .unwrap_err()
+                .contains("loopback")
         );
     }
 
@@ -657,7 +768,7 @@ mod tests {
             port
         }
 
-        fn client(allow_private: bool) -> reqwest::Client {
+        fn client(allow_private: PrivateTargets) -> reqwest::Client {
             let policy = CallbackPolicy {
                 allow_private,
                 ..open()
@@ -668,7 +779,7 @@ mod tests {
         #[tokio::test]
         async fn refuses_names_that_resolve_to_private_addresses() {
             let port = serve().await;
-            let err = client(false)
+            let err = client(PrivateTargets::None)
                 .get(format!("http://localhost:{port}/"))
                 .send()
                 .await
@@ -680,7 +791,7 @@ mod tests {
         #[tokio::test]
         async fn reaches_private_addresses_when_allowed() {
             let port = serve().await;
-            let response = client(true)
+            let response = client(PrivateTargets::Loopback)
                 .get(format!("http://localhost:{port}/"))
                 .send()
                 .await
@@ -693,7 +804,7 @@ mod tests {
         async fn applies_the_host_allowlist_when_resolving() {
             let port = serve().await;
             let policy = CallbackPolicy {
-                allow_private: true,
+                allow_private: PrivateTargets::Private,
                 allowed_hosts: Some(vec!["partner.example".into()]),
                 ..open()
             };
@@ -708,7 +819,7 @@ mod tests {
         #[tokio::test]
         async fn does_not_follow_redirects() {
             let port = serve().await;
-            let response = client(true)
+            let response = client(PrivateTargets::Loopback)
                 .get(format!("http://localhost:{port}/redirect"))
                 .send()
                 .await
@@ -720,7 +831,7 @@ mod tests {
         async fn refuses_plain_http_when_https_is_required() {
             let port = serve().await;
             let policy = CallbackPolicy {
-                allow_private: true,
+                allow_private: PrivateTargets::Private,
                 allowed_ports: None,
                 ..strict()
             };

@@ -57,7 +57,8 @@ pub async fn connect(cfg: &Config, role: &str, pool_size: u32) -> anyhow::Result
         &cfg.nats_prefix,
         &format!("ihub-{role}"),
     )
-    .await?;
+    .await?
+    .with_publish_timeout(cfg.publish_timeout);
     let db = db::connect(cfg.database_url.expose(), pool_size).await?;
     Ok((bus, db))
 }

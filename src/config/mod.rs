@@ -36,6 +36,9 @@ pub struct Config {
     pub breaker_open: Duration,
     /// The longest `Prefer: wait=N` the ingress honours.
     pub max_wait: Duration,
+    /// How long a publish (or idempotency claim) may wait for NATS before the ingress answers
+    /// 503 with `Retry-After` and a stage holds its message.
+    pub publish_timeout: Duration,
 }
 
 impl Config {
@@ -78,6 +81,9 @@ impl Config {
             breaker_failures: env.whole("BREAKER_FAILURES", 5)?.max(1) as u32,
             breaker_open: env.millis("BREAKER_OPEN_MS", 30_000)?,
             max_wait: Duration::from_secs(10),
+            publish_timeout: env
+                .millis("PUBLISH_TIMEOUT_MS", 2_000)?
+                .max(Duration::from_millis(1)),
             env,
         })
     }

@@ -13,6 +13,8 @@
 //! retry, which re-publishes the event under the same `Nats-Msg-Id`.
 
 use anyhow::Context as _;
+
+use crate::nats::Unavailable;
 use async_nats::jetstream::kv::{self, CreateErrorKind};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -97,8 +99,9 @@ impl Idempotency {
                     }
                 }
                 Err(err) => {
-                    return Err(err)
-                        .with_context(|| format!("could not claim idempotency key {key}"));
+                    return Err(err).with_context(|| {
+                        Unavailable(format!("could not claim idempotency key {key}"))
+                    });
                 }
             }
         }
@@ -110,7 +113,7 @@ impl Idempotency {
             .kv
             .get(key)
             .await
-            .with_context(|| format!("could not read idempotency key {key}"))?
+            .with_context(|| Unavailable(format!("could not read idempotency key {key}")))?
         else {
             return Ok(None);
         };
@@ -124,7 +127,7 @@ impl Idempotency {
         self.kv
             .delete(key)
             .await
-            .with_context(|| format!("could not release idempotency key {key}"))?;
+            .with_context(|| Unavailable(format!("could not release idempotency key {key}")))?;
         Ok(())
     }
 
@@ -133,7 +136,7 @@ impl Idempotency {
         self.kv
             .put(key, serde_json::to_vec(record)?.into())
             .await
-            .with_context(|| format!("could not store the outcome under {key}"))?;
+            .with_context(|| Unavailable(format!("could not store the outcome under {key}")))?;
         Ok(())
     }
 }

@@ -86,6 +86,16 @@ impl ApiError {
         }
     }
 
+    /// A database error: 503 when it is the moment (the database unreachable, a timeout), 500
+    /// when the statement itself failed, which input checks should have prevented.
+    pub fn database(err: sqlx::Error) -> Self {
+        if crate::db::is_transient(&err) {
+            Self::unavailable(err.into())
+        } else {
+            Self::internal(err.into())
+        }
+    }
+
     pub fn bad_gateway(message: impl Into<String>, err: anyhow::Error) -> Self {
         Self {
             source: Some(err),

@@ -6,8 +6,10 @@
 //! [`respond`]), JSON and schema checks, bearer tokens, the idempotency claim and replay, and
 //! `Prefer: wait=N`.
 
+mod edge;
 mod error;
 
+pub use edge::{json_body, meaningless_control};
 pub use error::ApiError;
 
 use std::future::Future;
@@ -55,41 +57,75 @@ impl Context {
     }
 }
 
-/// `/health`, `/ready` and the integrations' `routes`.
+/// `/health`, `/ready` and the integrations' `routes`. While NATS is known to be down, calls
+/// that would publish (every method but GET and HEAD) are refused at once with 503 and
+/// `Retry-After` instead of waiting out `PUBLISH_TIMEOUT_MS`.
 pub fn router(ctx: &Context, routes: Vec<Router>) -> Router {
     let ready = Router::new()
         .route("/ready", get(ready))
         .with_state((ctx.bus.clone(), ctx.db.clone()));
     routes
         .into_iter()
-        .fold(
-            Router::new().route("/health", get(health)).merge(ready),
-            Router::merge,
-        )
-        .layer(DefaultBodyLimit::max(256 * 1024))
+        .fold(Router::new(), Router::merge)
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.bus.clone(),
+            refuse_while_nats_is_down,
+        ))
+        .route("/health", get(health))
+        .merge(ready)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .fallback(edge::not_found)
+        .layer(axum::middleware::map_response(edge::json_errors))
+}
+
+/// The largest request body the ingress reads (413 `body_too_large` beyond it).
+pub const BODY_LIMIT: usize = 256 * 1024;
+
+async fn refuse_while_nats_is_down(
+    State(bus): State<Bus>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = request.method();
+    if method != axum::http::Method::GET
+        && method != axum::http::Method::HEAD
+        && let Err(why) = bus.connected()
+    {
+        return ApiError::unavailable(anyhow::anyhow!(why)).into_response();
+    }
+    next.run(request).await
 }
 
 async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// 200 when NATS and Postgres answer; otherwise 503 with what is wrong in `reasons`.
 async fn ready(State((bus, db)): State<(Bus, PgPool)>) -> impl IntoResponse {
-    let nats = bus.client.connection_state() == async_nats::connection::State::Connected;
+    let nats = bus.connected();
     let postgres = crate::db::ping(&db).await;
     let word = |ok: bool| if ok { "ok" } else { "unreachable" };
-    let status = if nats && postgres {
+    let mut reasons = Vec::new();
+    if let Err(why) = &nats {
+        reasons.push(why.clone());
+    }
+    if !postgres {
+        reasons.push("Postgres does not answer; the pool reconnects by itself".to_string());
+    }
+    let status = if reasons.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(json!({
-            "status": if status == StatusCode::OK { "ready" } else { "not ready" },
-            "nats": word(nats),
-            "postgres": word(postgres),
-        })),
-    )
+    let mut body = json!({
+        "status": if status == StatusCode::OK { "ready" } else { "not ready" },
+        "nats": word(nats.is_ok()),
+        "postgres": word(postgres),
+    });
+    if !reasons.is_empty() {
+        body["reasons"] = json!(reasons);
+    }
+    (status, Json(body))
 }
 
 /// The server span of a route, named and attributed as OpenTelemetry's HTTP conventions ask
@@ -136,11 +172,13 @@ pub async fn respond(
     response
 }
 
-/// The body as JSON, or 400 `invalid_json`.
-pub fn json_body(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|err| {
-        ApiError::bad_request("invalid_json", format!("the body is not JSON: {err}"))
-    })
+/// A query string as `T`, or 400 `invalid_query` saying what is wrong with it.
+pub fn query<T>(
+    query: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    query
+        .map(|axum::extract::Query(query)| query)
+        .map_err(|err| ApiError::bad_request("invalid_query", err.body_text()))
 }
 
 /// 422 `invalid_body` with every violation of `schema`.

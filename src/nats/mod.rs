@@ -91,18 +91,62 @@ pub async fn connect(url: &str, client_name: &str) -> anyhow::Result<Client> {
     }
 }
 
+/// Marks an error as NATS being unreachable or not answering in time: the moment, not the
+/// message. Stages hold the message and try again without blaming the partner; the ingress
+/// answers 503 with `Retry-After`.
+#[derive(Debug)]
+pub struct Unavailable(pub String);
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unavailable {}
+
+/// How long a publish may take before it fails (`PUBLISH_TIMEOUT_MS`) unless a process sets
+/// its own.
+pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A connection plus the names it publishes under: what ingress, consumers and tools share.
 #[derive(Clone)]
 pub struct Bus {
     pub client: Client,
     pub js: jetstream::Context,
     pub names: Names,
+    /// The bound on a publish, from sending to the stream's ack, and on JetStream requests.
+    publish_timeout: Duration,
 }
 
 impl Bus {
     pub fn new(client: Client, names: Names) -> Self {
-        let js = jetstream::new(client.clone());
-        Self { client, js, names }
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(DEFAULT_PUBLISH_TIMEOUT);
+        Self {
+            client,
+            js,
+            names,
+            publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
+        }
+    }
+
+    /// This bus, with publishes and JetStream requests failing after `timeout`.
+    pub fn with_publish_timeout(mut self, timeout: Duration) -> Self {
+        self.js.set_timeout(timeout);
+        self.publish_timeout = timeout;
+        self
+    }
+
+    /// Whether the connection is up now; `Err` says what is wrong, for `/ready` and for
+    /// refusing at once rather than waiting out the timeout.
+    pub fn connected(&self) -> Result<(), String> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(format!(
+                "NATS connection {state:?}; the client reconnects by itself"
+            )),
+        }
     }
 
     pub async fn connect(url: &str, prefix: &str, client_name: &str) -> anyhow::Result<Self> {
@@ -113,7 +157,8 @@ impl Bus {
     }
 
     /// Publishes to `subject` (unprefixed) with the current trace context and, when given, a
-    /// `Nats-Msg-Id` for the stream's duplicate window; resolves when the stream has stored it.
+    /// `Nats-Msg-Id` for the stream's duplicate window; resolves when the stream has stored it,
+    /// or fails with [`Unavailable`] after the publish timeout.
     pub async fn publish(
         &self,
         subject: &str,
@@ -121,10 +166,21 @@ impl Bus {
         headers: HeaderMap,
         payload: Bytes,
     ) -> anyhow::Result<jetstream::publish::PublishAck> {
-        self.start_publish(subject, msg_id, headers, payload)
-            .await?
-            .await
-            .with_context(|| format!("JetStream did not store the message on {subject}"))
+        let stored = async {
+            self.start_publish(subject, msg_id, headers, payload)
+                .await?
+                .await
+                .with_context(|| {
+                    Unavailable(format!("JetStream did not store the message on {subject}"))
+                })
+        };
+        match tokio::time::timeout(self.publish_timeout, stored).await {
+            Ok(result) => result,
+            Err(_) => Err(anyhow::Error::new(Unavailable(format!(
+                "JetStream did not store the message on {subject} within {} ms",
+                self.publish_timeout.as_millis()
+            )))),
+        }
     }
 
     /// Publishes `value` as JSON, as [`Bus::publish`] does.
@@ -150,12 +206,12 @@ impl Bus {
     ) -> anyhow::Result<PublishAckFuture> {
         crate::telemetry::inject_nats(&mut headers);
         if let Some(id) = msg_id {
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, header_value(id)?);
         }
         self.js
             .publish_with_headers(self.names.subject(subject), headers, payload)
             .await
-            .with_context(|| format!("could not publish to {subject}"))
+            .with_context(|| Unavailable(format!("could not publish to {subject}")))
     }
 
     /// Fire-and-forget core publish (no stream), for replies to waiting requests.
@@ -186,9 +242,24 @@ impl Bus {
     }
 }
 
+/// `text` as a header value, or an error (never a panic) when it holds a line break or other
+/// character a NATS header cannot carry.
+pub fn header_value(text: &str) -> anyhow::Result<async_nats::HeaderValue> {
+    text.parse()
+        .map_err(|_| anyhow::anyhow!("{text:?} cannot be a NATS header value"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_values_from_input_are_built_fallibly() {
+        assert!(header_value("opcb:tx-1:withdraw").is_ok());
+        for bad in ["a\r\nb", "a\nb", "a\rb"] {
+            assert!(header_value(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn names_without_prefix_are_the_documented_ones() {

@@ -10,10 +10,15 @@
 //!   for this delivery count (with jitter, or the partner's `Retry-After` if longer);
 //! * [`Failure::Permanent`], or a retry with no attempts left → [`Stage::dead_lettered`] moves
 //!   the business record to its blocked state, the message is published to `dlq.<consumer>`
-//!   with its origin and error in headers ([`dlq`]), then terminated.
+//!   with its origin and error in headers ([`dlq`]), then terminated;
+//! * [`Failure::Outage`] (Postgres or NATS unreachable: the hub's own dependency, not the
+//!   message nor the partner) → the runner holds the message, keeping it alive with
+//!   in-progress acks, and runs the stage again with a short backoff until it gets through.
+//!   An outage costs no attempt and never counts against the partner's breaker; with every
+//!   permit held, the consumer stops pulling until the dependency is back.
 //!
 //! Long calls send in-progress acks so `ack_wait` does not expire under them. A [`Breaker`] per
-//! target stops pulling while the partner keeps failing. On shutdown the runner stops pulling,
+//! target stops pulling while the partner keeps failing; it counts only the partner's failures. On shutdown the runner stops pulling,
 //! hands prefetched messages back (NAK), lets the messages in hand finish, and returns: nothing
 //! is lost, and a process killed outright has its messages redelivered after `ack_wait`.
 
@@ -52,6 +57,9 @@ pub enum Failure {
     },
     /// Will never succeed as it is (4xx, a malformed message).
     Permanent { error: String },
+    /// The hub's own dependency (Postgres, NATS) is unreachable: try again shortly, as often
+    /// as it takes, without spending an attempt or blaming the partner.
+    Outage { error: String },
 }
 
 impl Failure {
@@ -66,9 +74,16 @@ impl Failure {
             error: error.to_string(),
         }
     }
+    pub fn outage(error: impl std::fmt::Display) -> Self {
+        Failure::Outage {
+            error: error.to_string(),
+        }
+    }
     pub fn error(&self) -> &str {
         match self {
-            Failure::Retry { error, .. } | Failure::Permanent { error } => error,
+            Failure::Retry { error, .. }
+            | Failure::Permanent { error }
+            | Failure::Outage { error } => error,
         }
     }
 }
@@ -95,23 +110,29 @@ impl Failure {
     }
 }
 
-/// Unexpected errors (NATS, the database) are worth retrying, unless a database error says
-/// the statement can never succeed.
+/// A database error is an outage or permanent by its kind (see `From<sqlx::Error>`); NATS not
+/// storing or answering in time ([`crate::nats::Unavailable`]) is an outage; anything else
+/// unexpected is worth retrying.
 impl From<anyhow::Error> for Failure {
     fn from(err: anyhow::Error) -> Self {
+        let text = format!("{err:#}");
         match err.downcast_ref::<sqlx::Error>() {
-            Some(db) if !crate::db::is_transient(db) => Failure::permanent(format!("{err:#}")),
-            _ => Failure::retry(format!("{err:#}")),
+            Some(db) if crate::db::is_transient(db) => Failure::outage(text),
+            Some(_) => Failure::permanent(text),
+            None if err.downcast_ref::<crate::nats::Unavailable>().is_some() => {
+                Failure::outage(text)
+            }
+            None => Failure::retry(text),
         }
     }
 }
 
-/// A connection, timeout or serialization failure is retried; a constraint violation or
-/// data the database refuses is permanent at once.
+/// A connection, timeout or serialization failure is an outage of the database, tried again
+/// shortly; a constraint violation or data the database refuses is permanent at once.
 impl From<sqlx::Error> for Failure {
     fn from(err: sqlx::Error) -> Self {
         if crate::db::is_transient(&err) {
-            Failure::retry(format!("database: {err}"))
+            Failure::outage(format!("database: {err}"))
         } else {
             Failure::permanent(format!("database: {err}"))
         }
@@ -209,6 +230,7 @@ struct Runner<S> {
     progress_every: Duration,
     /// The consumer's own `max_deliver`, when an operator set one.
     max_deliver: Option<u64>,
+    shutdown: CancellationToken,
 }
 
 /// A consumer bound to its durable and pulling: await it to run until shutdown.
@@ -262,6 +284,7 @@ pub async fn start<S: Stage>(
         bus,
         spec,
         stage,
+        shutdown: shutdown.clone(),
     });
     let messages = consumer
         .stream()
@@ -302,8 +325,13 @@ fn fate(result: &StageResult, delivered: u64, attempts: u64, schedule: &Schedule
         Err(Failure::Retry { retry_after, .. }) => {
             Fate::Retry(schedule.next_delay(delivered, *retry_after))
         }
+        // Only when shutting down while held: another process, or this one restarted, goes on.
+        Err(Failure::Outage { .. }) => Fate::Retry(OUTAGE_BACKOFF_MAX),
     }
 }
+
+/// The longest pause between two tries of a message held through an outage.
+const OUTAGE_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 impl<S: Stage> Runner<S> {
     /// Pulls until `shutdown`, at most `concurrency` messages in hand; then hands prefetched
@@ -439,10 +467,12 @@ impl<S: Stage> Runner<S> {
             return self.nak(&delivery, wait).await;
         }
 
-        let result = self.with_progress(&delivery).await;
+        let result = self.through_outages(&delivery).await;
         if let Some(breaker) = &self.breaker {
             match &result {
                 Err(Failure::Retry { .. }) => breaker.failed(),
+                // Our own outage says nothing about the partner.
+                Err(Failure::Outage { .. }) => {}
                 // A permanent answer means the partner is up, whatever it said.
                 _ => breaker.succeeded(),
             }
@@ -469,6 +499,39 @@ impl<S: Stage> Runner<S> {
                 self.nak(&delivery, delay).await;
             }
             Fate::DeadLetter(error) => self.dead_letter(&delivery, &error).await,
+        }
+    }
+
+    /// Runs the stage; while it fails with an outage, holds the message (in-progress acks keep
+    /// it ours) and runs it again after a backoff growing to [`OUTAGE_BACKOFF_MAX`], until it
+    /// gets through or the process shuts down.
+    async fn through_outages(&self, delivery: &Delivery) -> StageResult {
+        let mut backoff = Duration::from_millis(100);
+        let mut tries = 0u32;
+        loop {
+            let result = self.with_progress(delivery).await;
+            let Err(Failure::Outage { error }) = &result else {
+                if tries > 0 {
+                    tracing::info!(tries, "dependency back: the held message went through");
+                }
+                return result;
+            };
+            tries += 1;
+            if tries == 1 || tries.is_power_of_two() {
+                tracing::warn!(
+                    consumer = self.spec.durable,
+                    tries,
+                    error,
+                    "a dependency of the hub is down: holding the message and trying again"
+                );
+            }
+            let _ = delivery.message.ack_with(AckKind::Progress).await;
+            let pause = backoff.min(self.progress_every);
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return result,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            backoff = (backoff * 2).min(OUTAGE_BACKOFF_MAX);
         }
     }
 
@@ -568,10 +631,19 @@ mod tests {
     }
 
     #[test]
+    fn an_outage_held_through_shutdown_comes_back_soon_and_never_dead_letters() {
+        let down = Err(Failure::outage("database: pool timed out"));
+        assert_eq!(
+            fate(&down, 3, 3, &SCHEDULE),
+            Fate::Retry(OUTAGE_BACKOFF_MAX)
+        );
+    }
+
+    #[test]
     fn database_errors_are_classified() {
         assert!(matches!(
             Failure::from(sqlx::Error::PoolTimedOut),
-            Failure::Retry { .. }
+            Failure::Outage { .. }
         ));
         assert!(matches!(
             Failure::from(sqlx::Error::RowNotFound),
@@ -579,8 +651,12 @@ mod tests {
         ));
         let wrapped = anyhow::Error::from(sqlx::Error::RowNotFound).context("reading the order");
         assert!(matches!(Failure::from(wrapped), Failure::Permanent { .. }));
-        let nats = anyhow::anyhow!("JetStream did not store the message");
-        assert!(matches!(Failure::from(nats), Failure::Retry { .. }));
+        let unknown = anyhow::anyhow!("something unexpected");
+        assert!(matches!(Failure::from(unknown), Failure::Retry { .. }));
+        let nats = anyhow::Error::new(crate::nats::Unavailable("no ack".into())).context("x");
+        assert!(matches!(Failure::from(nats), Failure::Outage { .. }));
+        let db_down = anyhow::Error::from(sqlx::Error::PoolTimedOut).context("recording");
+        assert!(matches!(Failure::from(db_down), Failure::Outage { .. }));
     }
 
     #[test]

@@ -191,4 +191,49 @@ mod tests {
             Err(SignatureError::BadTimestamp)
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever arrives in the two headers, the check answers (never panics), and
+            /// accepts only the signature of this body at this timestamp.
+            #[test]
+            fn arbitrary_headers_are_refused_unless_they_sign_the_body(
+                timestamp in proptest::option::of(".{0,24}"),
+                signature in proptest::option::of(".{0,80}"),
+                body in ".{0,64}",
+                now in any::<i64>(),
+            ) {
+                let s = scheme();
+                if s.verify(timestamp.as_deref(), signature.as_deref(), &body, now).is_ok() {
+                    let ts: i64 = timestamp.unwrap().trim().parse().unwrap();
+                    let signature = signature.unwrap();
+                    prop_assert_eq!(signature.trim(), s.sign(ts, &body));
+                }
+            }
+
+            /// A genuine signature verifies, and any change to the body breaks it.
+            #[test]
+            fn a_signature_covers_exactly_its_body(
+                body in ".{0,64}", other in ".{0,64}", ts in -1_000_000_000i64..4_000_000_000,
+            ) {
+                let s = scheme();
+                let signature = s.sign(ts, &body);
+                prop_assert_eq!(s.verify(Some(&ts.to_string()), Some(&signature), &body, ts), Ok(()));
+                if other != body {
+                    prop_assert_eq!(
+                        s.verify(Some(&ts.to_string()), Some(&signature), &other, ts),
+                        Err(SignatureError::Mismatch)
+                    );
+                }
+            }
+
+            #[test]
+            fn constant_time_eq_is_equality(a in prop::collection::vec(any::<u8>(), 0..40), b in prop::collection::vec(any::<u8>(), 0..40)) {
+                prop_assert_eq!(constant_time_eq(&a, &b), a == b);
+            }
+        }
+    }
 }

@@ -3,8 +3,10 @@
 mod support;
 
 mod architecture;
+mod hardening;
 mod parts;
 mod processes;
 mod runtime;
+mod storm;
 mod wallet;
 mod wavegate;

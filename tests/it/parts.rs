@@ -21,6 +21,7 @@ fn hub_options() -> Options {
         no_consumers: true,
         no_ingress: true,
         env,
+        ..Options::default()
     }
 }
 

@@ -37,7 +37,7 @@ pub fn options() -> Options {
             ("APP_HMAC_SECRET", "test-app-hmac-secret"),
             ("ADMIN_TOKEN", ADMIN_TOKEN),
             ("CALLBACK_SIGNING_SECRET", CALLBACK_SECRET),
-            ("ALLOW_PRIVATE_CALLBACKS", "1"),
+            ("ALLOW_PRIVATE_CALLBACKS", "loopback"),
             ("REQUIRE_HTTPS_CALLBACKS", "0"),
             ("ALLOWED_CALLBACK_PORTS", "*"),
             ("WAVEGATE_RETRY_OFFSETS_MS", "0,20,50,90,140"),

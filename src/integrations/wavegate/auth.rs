@@ -122,7 +122,7 @@ pub async fn authenticate(
     };
     let row = store::partner(&app.hub.db, &partner)
         .await
-        .map_err(|err| ApiError::unavailable(err.into()))?;
+        .map_err(ApiError::database)?;
     let Some(row) = row else {
         return Err(caller
             .refuse(app, Some(raw_id), "unknown_partner", invalid())

@@ -2,7 +2,7 @@
 
 use crate::config::{Env, Secret, SecretVar, parse_net};
 use crate::runtime::Schedule;
-use crate::ssrf::CallbackPolicy;
+use crate::ssrf::{CallbackPolicy, PrivateTargets};
 
 /// The key of the stored partner token hashes.
 pub const APP_HMAC: SecretVar = SecretVar {
@@ -56,7 +56,8 @@ impl WaveGateConfig {
                 require_https: env.flag("REQUIRE_HTTPS_CALLBACKS", true)?,
                 allowed_ports,
                 allowed_hosts: (!allowed_hosts.is_empty()).then_some(allowed_hosts),
-                allow_private: env.flag("ALLOW_PRIVATE_CALLBACKS", false)?,
+                allow_private: PrivateTargets::parse(&env.text("ALLOW_PRIVATE_CALLBACKS", "0"))
+                    .map_err(anyhow::Error::msg)?,
             },
             callback_concurrency: env.whole("CALLBACK_CONCURRENCY", 5)?.max(1) as usize,
             callback_signing_secret: env.optional_secret(CALLBACK_SIGNING_SECRET),
@@ -82,7 +83,7 @@ mod tests {
         assert_eq!(cfg.rate_limit_capacity, 5);
         assert_eq!(cfg.rate_limit_per_sec, 1.0);
         assert_eq!(cfg.callback_concurrency, 5);
-        assert!(cfg.callbacks.require_https && !cfg.callbacks.allow_private);
+        assert!(cfg.callbacks.require_https && cfg.callbacks.allow_private == PrivateTargets::None);
         assert_eq!(cfg.callbacks.allowed_ports, Some(vec![443]));
         assert_eq!(cfg.retry.attempts(), 15);
         assert_eq!(cfg.retry.delay_after(1), Duration::from_secs(2));

@@ -48,7 +48,7 @@ pub static INTEGRATION: Integration = Integration {
             r#"[{"id":"demo","name":"Demo Partner","token":"demotoken","allowlist_cidrs":["0.0.0.0/0","::/0"]}]"#,
         ),
         (config::CALLBACK_SIGNING_SECRET, "dev-callback-secret"),
-        ("ALLOW_PRIVATE_CALLBACKS", "1"),
+        ("ALLOW_PRIVATE_CALLBACKS", "loopback"),
         ("REQUIRE_HTTPS_CALLBACKS", "0"),
         ("ALLOWED_CALLBACK_PORTS", "*"),
     ],

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::auth::{Caller, authenticate};
 use super::config::ADMIN_TOKEN;
-use super::domain::PipelineStatus;
+use super::domain::{PartnerId, PipelineStatus};
 use super::state::State as WaveGateState;
 use super::store::{self, AdminFilter};
 use crate::ingress::{self, ApiError, Parent};
@@ -32,16 +32,17 @@ pub async fn list(
     State(app): State<WaveGateState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
     let span = crate::server_span!("GET", "/orders", partner_id);
     ingress::respond(span, Parent::Caller(&headers), async {
         let caller = Caller::new(&app, peer, &headers, Method::GET);
         let partner = authenticate(&app, &caller, &headers).await?;
+        let query = ingress::query(query)?;
         let limit = query.limit.unwrap_or(20).clamp(1, 100);
         let mut orders = store::partner_orders(&app.hub.db, &partner, query.before, limit + 1)
             .await
-            .map_err(|err| ApiError::unavailable(err.into()))?;
+            .map_err(ApiError::database)?;
         let next_before = (orders.len() as i64 > limit).then(|| {
             orders.truncate(limit as usize);
             orders.last().map(|o| o.id)
@@ -104,6 +105,32 @@ fn statuses(raw: &str) -> Result<Vec<&'static str>, ApiError> {
         .collect()
 }
 
+/// The longest `stuck_secs` asked for: ten years (a longer one is a typo, and overflows the
+/// database's timestamps near its limit).
+const MAX_STUCK_SECS: u64 = 10 * 366 * 24 * 3600;
+
+fn stuck_secs(secs: u64) -> Result<u64, ApiError> {
+    if secs > MAX_STUCK_SECS {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("stuck_secs must be at most {MAX_STUCK_SECS} (ten years), not {secs}"),
+        ));
+    }
+    Ok(secs)
+}
+
+/// `since` within the years a timestamp column holds and an order could have been made.
+fn since(at: chrono::DateTime<chrono::Utc>) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    use chrono::Datelike;
+    if !(1970..=9999).contains(&at.year()) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("since must be between 1970 and 9999, not {at}"),
+        ));
+    }
+    Ok(at)
+}
+
 /// `GET /admin/orders?status=&partner_id=&since=&stuck_secs=` behind `ADMIN_TOKEN`.
 pub async fn admin_list(
     State(app): State<WaveGateState>,
@@ -113,18 +140,24 @@ pub async fn admin_list(
     let span = crate::server_span!("GET", "/admin/orders");
     ingress::respond(span, Parent::Caller(&headers), async {
         ingress::bearer(&headers, &app.admin_token, ADMIN_TOKEN.name)?;
-        let Query(query) =
-            query.map_err(|err| ApiError::bad_request("invalid_query", err.body_text()))?;
+        let query = ingress::query(query)?;
         let filter = AdminFilter {
             statuses: query.status.as_deref().map(statuses).transpose()?,
-            partner_id: query.partner_id,
-            since: query.since,
-            stuck_secs: query.stuck_secs,
+            partner_id: query
+                .partner_id
+                .map(|raw| {
+                    PartnerId::parse(&raw)
+                        .map(|id| id.as_str().to_string())
+                        .map_err(|why| ApiError::bad_request("invalid_query", format!("partner_id: {why}")))
+                })
+                .transpose()?,
+            since: query.since.map(since).transpose()?,
+            stuck_secs: query.stuck_secs.map(stuck_secs).transpose()?,
             limit: query.limit.unwrap_or(100).clamp(1, 500),
         };
         let orders = store::admin_orders(&app.hub.db, filter)
             .await
-            .map_err(|err| ApiError::unavailable(err.into()))?;
+            .map_err(ApiError::database)?;
         Ok(Json(json!({ "orders": orders })).into_response())
     })
     .await
@@ -133,6 +166,17 @@ pub async fn admin_list(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn out_of_range_filters_are_refused_before_the_database() {
+        assert_eq!(stuck_secs(3600).unwrap(), 3600);
+        assert_eq!(stuck_secs(MAX_STUCK_SECS).unwrap(), MAX_STUCK_SECS);
+        let refused = stuck_secs(9_223_372_036_854_775_807).unwrap_err();
+        assert_eq!(refused.status, axum::http::StatusCode::BAD_REQUEST);
+        assert!(refused.message.contains("stuck_secs"), "{}", refused.message);
+        let ancient: chrono::DateTime<chrono::Utc> = "-100000-01-01T00:00:00Z".parse().unwrap();
+        assert_eq!(since(ancient).unwrap_err().code, "invalid_query");
+    }
 
     #[test]
     fn status_filters_name_what_is_unknown() {

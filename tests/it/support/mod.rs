@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod outage;
 pub mod process;
 
 use std::collections::HashMap;
@@ -55,6 +56,8 @@ pub struct Options {
     pub no_ingress: bool,
     /// Environment: the integration's test settings, and a test's overrides after them.
     pub env: Vec<(&'static str, String)>,
+    /// Where the hub reaches Postgres, when not directly (a test's cuttable proxy).
+    pub database_addr: Option<String>,
 }
 
 impl Options {
@@ -105,7 +108,11 @@ impl Hub {
         )
         .expect("the test names known integrations");
         let prefix = unique('t');
-        let database_url = format!("postgres://postgres@127.0.0.1:5432/ihub_{prefix}");
+        let database_addr = options
+            .database_addr
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:5432".into());
+        let database_url = format!("postgres://postgres@{database_addr}/ihub_{prefix}");
 
         let ingress_listener = listener().await;
         let (mocks, _) = startup::mocks_of(&integrations);
