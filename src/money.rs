@@ -203,4 +203,34 @@ mod tests {
         assert!(Amount::parse(-1).is_err());
         assert_eq!(Amount::parse(1).unwrap().minor(), 1);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any text: a parse never panics, and what parses formats back to a value that
+            /// parses to the same minor units.
+            #[test]
+            fn parsing_any_text_never_panics_and_round_trips(text in ".{0,40}", code in prop::sample::select(vec!["EUR", "JPY", "KWD"])) {
+                let currency = Currency::parse(code).unwrap();
+                if let Ok(minor) = parse_major(&text, currency) {
+                    prop_assert_eq!(parse_major(&format_major(minor, currency), currency), Ok(minor));
+                }
+            }
+
+            #[test]
+            fn minor_units_round_trip(minor in any::<i64>(), code in prop::sample::select(vec!["EUR", "JPY", "KWD"])) {
+                let currency = Currency::parse(code).unwrap();
+                prop_assert_eq!(parse_major(&format_major(minor, currency), currency), Ok(minor));
+            }
+
+            #[test]
+            fn currency_codes_never_panic(code in ".{0,6}") {
+                if let Ok(currency) = Currency::parse(&code) {
+                    prop_assert_eq!(currency.code(), code.as_str());
+                }
+            }
+        }
+    }
 }

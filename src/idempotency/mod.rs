@@ -180,4 +180,22 @@ mod tests {
         assert!(validate_key("has space").is_err());
         assert!(validate_key(&"x".repeat(256)).is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// A key passes exactly when it can travel in a header and a KV key derived from
+            /// it: 1 to 255 visible ASCII characters.
+            #[test]
+            fn any_key_is_judged_without_panic(key in ".{0,300}") {
+                let ok = validate_key(&key).is_ok();
+                prop_assert_eq!(ok, (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()));
+                if ok {
+                    prop_assert!(crate::nats::header_value(&key).is_ok());
+                }
+            }
+        }
+    }
 }

@@ -299,4 +299,34 @@ mod tests {
         );
         assert!(refused.details.len() >= 2, "{:?}", refused.details);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever `Prefer` holds, the wait is capped and never zero.
+            #[test]
+            fn any_prefer_header_gives_a_bounded_wait(value in "[ -~]{0,60}") {
+                let mut headers = HeaderMap::new();
+                if let Ok(value) = value.parse() {
+                    headers.insert("prefer", value);
+                }
+                if let Some(wait) = prefer_wait(&headers, Duration::from_secs(10)) {
+                    prop_assert!(!wait.is_zero() && wait <= Duration::from_secs(10));
+                }
+            }
+
+            /// Any bearer header: no panic; only the exact token passes.
+            #[test]
+            fn any_authorization_header_passes_only_with_the_token(value in prop::collection::vec(any::<u8>(), 0..40)) {
+                let mut headers = HeaderMap::new();
+                if let Ok(value) = axum::http::HeaderValue::from_bytes(&value) {
+                    headers.insert("authorization", value);
+                }
+                let passed = bearer(&headers, &Secret::new("t0ken"), "T").is_ok();
+                prop_assert_eq!(passed, header(&headers, "authorization") == Some("Bearer t0ken"));
+            }
+        }
+    }
 }

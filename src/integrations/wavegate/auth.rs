@@ -189,4 +189,32 @@ mod tests {
             ip("10.0.0.1")
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any `X-Forwarded-For` from any peer: no panic, and the answer is the peer or
+            /// an address the header named.
+            #[test]
+            fn any_forwarded_for_gives_the_peer_or_a_named_hop(value in "[ -~]{0,80}", trusted_peer in any::<bool>()) {
+                let peer: IpAddr = if trusted_peer { "10.0.0.1" } else { "198.51.100.1" }.parse().unwrap();
+                let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+                let mut headers = HeaderMap::new();
+                if let Ok(v) = value.parse() {
+                    headers.insert("x-forwarded-for", v);
+                }
+                let ip = client_ip(peer, &headers, &trusted);
+                prop_assert!(ip == peer || value.split(',').any(|hop| hop.trim().parse::<IpAddr>().ok() == Some(ip)));
+            }
+
+            #[test]
+            fn any_partner_id_is_judged_without_panic(raw in ".{0,80}") {
+                if let Ok(id) = PartnerId::parse(&raw) {
+                    prop_assert_eq!(id.as_str(), raw.as_str());
+                }
+            }
+        }
+    }
 }
