@@ -98,17 +98,8 @@ async fn text_postgres_cannot_store_is_refused_at_the_edge() {
             "items": [{"sku": "A", "qty": 1, "unit_price_minor": 100, "currency": "THB"}],
             "buyer": buyer,
         });
-        let response = hub
-            .http
-            .post(format!("{}/orders", hub.url))
-            .header("x-partner-id", PARTNERS[0].0)
-            .header("x-partner-token", PARTNERS[0].1)
-            .json(&order)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 400, "{buyer}");
-        let body: Value = response.json().await.unwrap();
+        let (status, body) = post_json_as_acme(&hub, &order).await;
+        assert_eq!(status, 400, "{buyer}");
         assert_eq!(body["error"], "invalid_text", "{body}");
         assert!(
             body["message"].as_str().unwrap().starts_with("/buyer/"),
@@ -251,17 +242,8 @@ async fn metadata_and_link_local_callbacks_are_refused_whatever_the_setting() {
                 "external_order_id": "EXT-MD", "callback_url": url,
                 "items": [{"sku": "A", "qty": 1, "unit_price_minor": 100, "currency": "THB"}],
             });
-            let response = hub
-                .http
-                .post(format!("{}/orders", hub.url))
-                .header("x-partner-id", PARTNERS[0].0)
-                .header("x-partner-token", PARTNERS[0].1)
-                .json(&order)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status().as_u16(), 400, "{setting} {url}");
-            let body: Value = response.json().await.unwrap();
+            let (status, body) = post_json_as_acme(&hub, &order).await;
+            assert_eq!(status, 400, "{setting} {url}");
             assert_eq!(
                 body["details"][0], "private_address",
                 "{setting} {url}: {body}"
