@@ -5,6 +5,7 @@ mod support;
 mod architecture;
 mod parts;
 mod processes;
+mod reconciliation;
 mod runtime;
 mod wallet;
 mod wavegate;
