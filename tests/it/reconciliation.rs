@@ -234,15 +234,62 @@ async fn a_list_that_changed_is_read_again_and_a_partner_down_is_a_502() {
 }
 
 fn reconciler(hub: &Hub) -> Arc<Reconciler> {
+    reconciler_paging(hub, 2000)
+}
+
+fn reconciler_paging(hub: &Hub, page_size: usize) -> Arc<Reconciler> {
     Reconciler::new(
         hub.db.clone(),
         reqwest::Client::new(),
         Partners {
             rgs_url: format!("{}/webhooks", hub.rgs().url),
             operator_url: format!("{}/v2/transactions", hub.operator().url),
-            page_size: 2000,
+            page_size,
         },
     )
+}
+
+#[tokio::test]
+async fn a_list_that_changes_while_it_is_read_is_read_again() {
+    let hub = Hub::start(options()).await;
+    seed(&hub, 1, 6);
+    let reconciler = reconciler_paging(&hub, 2);
+    // The first page is answered, the second waits; meanwhile the RGS loses a webhook.
+    hub.rgs().listing.hold_after(1);
+    let refresh = tokio::spawn({
+        let reconciler = reconciler.clone();
+        async move { reconciler.refresh().await }
+    });
+    eventually("the second page requested", WAIT, || async {
+        (hub.rgs().listing.held() == 1).then_some(())
+    })
+    .await;
+    hub.rgs().forget("tx-000002");
+    hub.rgs().listing.release();
+    let refreshed = refresh
+        .await
+        .unwrap()
+        .expect("the refresh starts over and succeeds");
+    assert_eq!(refreshed.reread, ["rgs"]);
+    assert_eq!(refreshed.rgs_entries, 5);
+    let rgs = hub.rgs().listing.requests();
+    assert_eq!(
+        rgs.iter()
+            .map(|r| (r.status, r.since.is_some(), r.returned))
+            .collect::<Vec<_>>(),
+        [
+            (200, false, 2),
+            (410, true, 0),
+            (200, false, 2),
+            (200, true, 2),
+            (200, true, 1)
+        ]
+    );
+    let answer = report(&hub.http, &hub.url).await;
+    let (csv, _) = expected(&hub);
+    assert_eq!(answer.body, csv);
+    assert!(answer.body.contains(",missing_at_rgs"));
+    hub.stop().await;
 }
 
 #[tokio::test]

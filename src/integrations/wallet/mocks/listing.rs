@@ -97,6 +97,8 @@ pub fn window(len: usize, epoch: u32, query: &PageQuery) -> Result<Window, (Stat
 pub struct Listing {
     requests: Mutex<Vec<ListRequest>>,
     hold: watch::Sender<bool>,
+    /// Requests let through while held.
+    passes: AtomicUsize,
     held: AtomicUsize,
 }
 
@@ -105,6 +107,7 @@ impl Default for Listing {
         Self {
             requests: Mutex::new(Vec::new()),
             hold: watch::Sender::new(false),
+            passes: AtomicUsize::new(0),
             held: AtomicUsize::new(0),
         }
     }
@@ -118,6 +121,13 @@ impl Listing {
 
     /// List requests wait until [`Listing::release`].
     pub fn hold(&self) {
+        self.hold_after(0);
+    }
+
+    /// The next `passes` list requests are answered, those after them wait until
+    /// [`Listing::release`].
+    pub fn hold_after(&self, passes: usize) {
+        self.passes.store(passes, Ordering::SeqCst);
         self.hold.send_replace(true);
     }
 
@@ -133,7 +143,12 @@ impl Listing {
     /// Waits while list requests are held.
     pub async fn admit(&self) {
         let mut hold = self.hold.subscribe();
-        if !*hold.borrow_and_update() {
+        if !*hold.borrow_and_update()
+            || self
+                .passes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
             return;
         }
         self.held.fetch_add(1, Ordering::SeqCst);

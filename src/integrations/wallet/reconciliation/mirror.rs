@@ -189,7 +189,9 @@ impl Entry for OperatorEntry {
 }
 
 /// Reads one partner's list from its cursor to its end, a page at a time; the next page is
-/// fetched while the current one is written.
+/// fetched while the current one is written. A cursor the partner no longer knows (410) starts
+/// the list over, once per refresh: a list that keeps changing while it is read fails the
+/// refresh (502), and the next one starts over again.
 async fn sync<T: Entry>(
     tx: &mut PgConnection,
     http: &reqwest::Client,
@@ -202,75 +204,53 @@ async fn sync<T: Entry>(
         Side::Operator => &partners.operator_url,
     };
     let limit = partners.page_size.max(1);
-    let mut requests = 0u64;
-    let mut entries = 0u64;
-    let mut cursor: Option<String> = sqlx::query_scalar(
+    let stored: Option<String> = sqlx::query_scalar(
         "SELECT cursor FROM wallet_reconciliation_cursors WHERE partner = $1",
     )
     .bind(side.name())
     .fetch_optional(&mut *tx)
     .await?
     .flatten();
-    let mut reread = false;
-    requests += 1;
-    let mut page = match fetch::<T>(http, url, cursor.as_deref(), limit).await? {
-        Fetched::Page(page) => page,
-        Fetched::Expired => {
-            reread = true;
-            requests += 1;
-            match fetch::<T>(http, url, None, limit).await? {
-                Fetched::Page(page) => page,
-                Fetched::Expired => {
-                    return Err(RefreshError::Partner(format!("{url} refused its first page")));
-                }
+    let (mut requests, mut entries, mut reread, mut first) = (1u64, 0u64, false, true);
+    let mut fetched = fetch::<T>(http, url, stored.as_deref(), limit).await?;
+    // Where the list was read up to.
+    let cursor = loop {
+        let mut page = match fetched {
+            Fetched::Page(page) => page,
+            Fetched::Expired if !reread => {
+                // What was mirrored of this side is replaced by the list read from the start.
+                (reread, first, entries) = (true, true, 0);
+                forget_side(tx, side).await?;
+                requests += 1;
+                fetched = fetch::<T>(http, url, None, limit).await?;
+                continue;
             }
-        }
-    };
-    if reread || page.next_cursor.is_none() {
-        // Read from the start (no paging: the whole list, each time): what was mirrored of
-        // this side is replaced.
-        reread = true;
-        cursor = None;
-        forget_side(tx, side).await?;
-    }
-    loop {
-        let more = page.has_more && page.next_cursor.is_some() && !page.entries.is_empty();
-        let next = if more {
-            requests += 1;
-            let (applied, fetched) = futures::join!(
-                T::apply(tx, &page.entries),
-                fetch::<T>(http, url, page.next_cursor.as_deref(), limit)
-            );
-            applied?;
-            match fetched? {
-                Fetched::Page(next) => Some(next),
-                // The list changed under the pages being read: the refresh fails, the next
-                // one reads it again from the start.
-                Fetched::Expired => {
-                    sqlx::query(
-                        "UPDATE wallet_reconciliation_cursors SET cursor = NULL WHERE partner = $1",
-                    )
-                    .bind(side.name())
-                    .execute(&mut *tx)
-                    .await?;
-                    return Err(RefreshError::Partner(format!(
-                        "{url} changed its list while it was read; retry"
-                    )));
-                }
+            Fetched::Expired => {
+                return Err(RefreshError::Partner(format!(
+                    "{url} changed its list while it was read; retry"
+                )));
             }
-        } else {
-            T::apply(tx, &page.entries).await?;
-            None
         };
+        if first && page.next_cursor.is_none() && !reread {
+            // A partner that does not page answered its whole list: it replaces this side.
+            reread = true;
+            forget_side(tx, side).await?;
+        }
+        first = false;
         entries += page.entries.len() as u64;
-        if page.next_cursor.is_some() {
-            cursor = page.next_cursor.take();
+        let more = page.has_more && page.next_cursor.is_some() && !page.entries.is_empty();
+        if !more {
+            T::apply(tx, &page.entries).await?;
+            break page.next_cursor.take();
         }
-        match next {
-            Some(next) => page = next,
-            None => break,
-        }
-    }
+        requests += 1;
+        let (applied, next) = futures::join!(
+            T::apply(tx, &page.entries),
+            fetch::<T>(http, url, page.next_cursor.as_deref(), limit)
+        );
+        applied?;
+        fetched = next?;
+    };
     sqlx::query(
         "INSERT INTO wallet_reconciliation_cursors (partner, cursor, entries, refreshed_at)
          VALUES ($1, $2, $3, now())
