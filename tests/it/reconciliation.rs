@@ -428,3 +428,32 @@ async fn a_large_report_is_streamed_in_pages() {
     );
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn the_bench_scenario_reports_rows_time_and_memory() {
+    let env = [(
+        "DATABASE_URL".to_string(),
+        "postgres://postgres@127.0.0.1:5432/ihub".to_string(),
+    )];
+    let (ok, out, err) = crate::support::process::Ihub::run_full(
+        &[
+            "bench",
+            "--scenario",
+            "reconciliation",
+            "--transactions",
+            "2000",
+            "--increment",
+            "100",
+            "--json",
+        ],
+        &env,
+    )
+    .await;
+    assert!(ok, "{err}");
+    let summary: Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(summary["report"]["rows"], 2100);
+    // Every 100th differs in amount, every 1000th (+1) is missing at the operator.
+    assert_eq!(summary["report"]["mismatches"], 22);
+    assert_eq!(summary["refresh"]["rgs_entries"], 100);
+    assert!(summary["memory"]["peak_rss_mib_report"].as_f64().unwrap() > 0.0);
+}

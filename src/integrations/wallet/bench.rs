@@ -57,7 +57,7 @@ pub struct Args {
     #[arg(long, env = "WALLET_HMAC_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
     #[command(flatten)]
-    pub reconciliation: super::reconciliation::bench::Args,
+    pub reconciliation: super::reconciliation::bench::ReconciliationArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

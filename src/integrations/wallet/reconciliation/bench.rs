@@ -26,7 +26,7 @@ use crate::integrations::wallet::mocks::rgs::RgsMock;
 use crate::integrations::wallet::mocks::{OPERATOR, RGS};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub struct ReconciliationArgs {
     /// With `--scenario reconciliation`: rows of the mirror the report reads.
     #[arg(long, default_value_t = 1_000_000)]
     pub transactions: u64,
@@ -75,7 +75,7 @@ fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e4).round() / 10.0
 }
 
-pub async fn run(cfg: &Config, args: &Args, json: bool) -> anyhow::Result<()> {
+pub async fn run(cfg: &Config, args: &ReconciliationArgs, json: bool) -> anyhow::Result<()> {
     TO_STDERR.store(json, Ordering::Relaxed);
     let mut url = reqwest::Url::parse(cfg.database_url.expose())
         .context("DATABASE_URL is not a URL")?;
@@ -93,7 +93,7 @@ pub async fn run(cfg: &Config, args: &Args, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bench(url: &str, args: &Args) -> anyhow::Result<serde_json::Value> {
+async fn bench(url: &str, args: &ReconciliationArgs) -> anyhow::Result<serde_json::Value> {
     let db = crate::db::connect(url, 4).await?;
     crate::db::migrate(&db).await?;
     let n = args.transactions as i64;
