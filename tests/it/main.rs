@@ -6,6 +6,7 @@ mod architecture;
 mod hardening;
 mod parts;
 mod processes;
+mod reconciliation;
 mod runtime;
 mod storm;
 mod wallet;

@@ -27,8 +27,9 @@ use crate::signatures::TimestampedHmac;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The load to drive: `wallet`, signed debits timed to the operator mock.
-    #[arg(long, default_value = "wallet", value_parser = ["wallet"])]
+    /// The load to drive: `wallet`, signed debits timed to the operator mock;
+    /// `reconciliation`, a report over a large mirror (needs only Postgres).
+    #[arg(long, default_value = "wallet", value_parser = ["wallet", "reconciliation"])]
     pub scenario: String,
     /// Print the results as one JSON object on stdout (progress goes to stderr).
     #[arg(long)]
@@ -55,6 +56,8 @@ pub struct Args {
     /// Signing secret; defaults to WALLET_HMAC_SECRET, else the demo secret of `ihub dev`.
     #[arg(long, env = "WALLET_HMAC_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+    #[command(flatten)]
+    pub reconciliation: super::reconciliation::bench::ReconciliationArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -148,6 +151,9 @@ fn millis(d: Duration) -> f64 {
 }
 
 pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
+    if args.scenario == "reconciliation" {
+        return super::reconciliation::bench::run(cfg, &args.reconciliation, args.json).await;
+    }
     TO_STDERR.store(args.json, Ordering::Relaxed);
     let concurrency = args.concurrency.max(1);
     let duration = Duration::from_secs(args.duration.max(1));

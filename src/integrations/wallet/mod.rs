@@ -9,7 +9,7 @@ pub mod bench;
 pub mod config;
 pub mod domain;
 pub mod mocks;
-mod reconciliation;
+pub mod reconciliation;
 mod routes;
 pub mod store;
 pub mod subjects;
@@ -83,7 +83,7 @@ fn ingress_routes(hub: &ingress::Context) -> BoxFuture<'_, anyhow::Result<Router
     async move {
         let wallet = routes::Wallet::new(hub)?;
         Ok(routes::router()
-            .merge(reconciliation::router())
+            .merge(reconciliation::router(&wallet)?)
             .with_state(wallet))
     }
     .boxed()

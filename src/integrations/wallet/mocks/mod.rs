@@ -1,5 +1,6 @@
 //! The wallet's partners, simulated: the operator wallet and the RGS.
 
+pub mod listing;
 pub mod operator;
 pub mod rgs;
 

@@ -1,6 +1,7 @@
 //! The operator wallet: balances per player and currency, withdraw and deposit with the
-//! caller's transaction id as idempotency key, a transaction list, and asynchronous signed
-//! callbacks to the hub after each new transaction.
+//! caller's transaction id as idempotency key, a transaction list (whole, or a page at a time
+//! from a cursor: [`super::listing`]), and asynchronous signed callbacks to the hub after each
+//! new transaction.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,7 @@ use backon::{ExponentialBuilder, Retryable};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::listing::{self, Listing, PageQuery};
 use crate::config::{Env, Secret};
 use crate::mocks::Routes;
 use crate::money::{Currency, format_major, parse_major};
@@ -48,13 +50,26 @@ pub struct Transaction {
     pub traceparent: Option<String>,
 }
 
-#[derive(Default)]
 struct Ledger {
     balances: HashMap<(String, String), i64>,
     transactions: Vec<Transaction>,
     /// (external transaction id, operation) → index in `transactions`.
     booked: HashMap<(String, String), usize>,
     next_id: u64,
+    /// Changes when `transactions` changes other than by appending.
+    epoch: u32,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Self {
+            balances: HashMap::new(),
+            transactions: Vec::new(),
+            booked: HashMap::new(),
+            next_id: 0,
+            epoch: listing::new_epoch(),
+        }
+    }
 }
 
 impl Ledger {
@@ -78,6 +93,8 @@ impl Ledger {
 }
 
 pub struct OperatorMock {
+    /// List requests, and a hold on them (tests).
+    pub listing: Listing,
     options: Options,
     currencies: HashSet<String>,
     ledger: Mutex<Ledger>,
@@ -116,6 +133,7 @@ fn refuse(status: StatusCode, error: &str, message: String) -> Response {
 impl OperatorMock {
     pub fn new(options: Options) -> Arc<Self> {
         Arc::new(Self {
+            listing: Listing::default(),
             currencies: options.currencies.iter().cloned().collect(),
             options,
             ledger: Mutex::new(Ledger::default()),
@@ -161,7 +179,21 @@ impl OperatorMock {
         for transaction in kept {
             ledger.push(transaction);
         }
-        before != ledger.transactions.len()
+        let forgot = before != ledger.transactions.len();
+        if forgot {
+            ledger.epoch = listing::new_epoch();
+        }
+        forgot
+    }
+
+    /// Lists `transactions` as booked, without moving balances or calling back (tests and
+    /// benchmarks that need a long list).
+    pub fn seed(&self, transactions: impl IntoIterator<Item = Transaction>) {
+        let mut ledger = self.ledger.lock().expect("ledger");
+        for transaction in transactions {
+            ledger.next_id += 1;
+            ledger.push(transaction);
+        }
     }
 
     pub fn balance(&self, player: &str, currency: &str) -> i64 {
@@ -361,19 +393,36 @@ async fn balance(
 struct ListQuery {
     /// Only transactions whose first request arrived after this (unix microseconds).
     received_after_us: Option<i64>,
+    since: Option<String>,
+    limit: Option<usize>,
 }
 
-async fn list(
-    State(mock): State<Arc<OperatorMock>>,
-    Query(query): Query<ListQuery>,
-) -> Json<serde_json::Value> {
+/// `GET /v2/transactions`: every transaction, oldest first, or a page of them from a cursor.
+async fn list(State(mock): State<Arc<OperatorMock>>, Query(query): Query<ListQuery>) -> Response {
+    mock.listing.admit().await;
     let after = query.received_after_us.unwrap_or(i64::MIN);
-    let transactions: Vec<Transaction> = mock
-        .transactions()
-        .into_iter()
-        .filter(|t| t.received_at_us > after)
-        .collect();
-    Json(json!({ "transactions": transactions }))
+    let page = PageQuery {
+        since: query.since,
+        limit: query.limit,
+    };
+    let (window, transactions) = {
+        let ledger = mock.ledger.lock().expect("ledger");
+        let window = match listing::window(ledger.transactions.len(), ledger.epoch, &page) {
+            Ok(window) => window,
+            Err(refusal) => {
+                drop(ledger);
+                return mock.listing.refuse(&page, refusal);
+            }
+        };
+        let transactions: Vec<Transaction> = ledger.transactions[window.range.clone()]
+            .iter()
+            .filter(|t| t.received_at_us > after)
+            .cloned()
+            .collect();
+        (window, transactions)
+    };
+    mock.listing.record(&page, StatusCode::OK, transactions.len());
+    window.answer("transactions", &transactions)
 }
 
 async fn forget(
