@@ -73,6 +73,19 @@ pub struct Definitions {
     pub consumers: Vec<(String, pull::Config)>,
 }
 
+impl Definitions {
+    /// Every stream and KV bucket with `replicas` copies (`NATS_REPLICAS`: 3 on a 3-node
+    /// cluster), whatever the files say. Consumers keep `num_replicas` 0, which JetStream reads
+    /// as "as many as the stream": a durable on an R3 stream is R3 too, and follows the
+    /// stream when its replicas change.
+    pub fn with_replicas(mut self, replicas: usize) -> Self {
+        for config in &mut self.streams {
+            config.num_replicas = replicas;
+        }
+        self
+    }
+}
+
 /// Parses the shared streams and `consumers`, applying the prefix and the `ack_wait` override.
 pub fn definitions(
     names: &Names,
@@ -134,11 +147,23 @@ pub async fn apply(
     for config in &defs.streams {
         js.create_or_update_stream(config.clone())
             .await
-            .with_context(|| format!("could not create or update stream {}", config.name))?;
+            .with_context(|| {
+                let mut message = format!("could not create or update stream {}", config.name);
+                if config.num_replicas > 1 {
+                    message.push_str(&format!(
+                        " with {} replicas (NATS_REPLICAS): the servers in NATS_URL must form a \
+                         JetStream cluster of at least that many nodes",
+                        config.num_replicas
+                    ));
+                }
+                message
+            })?;
         progress(format!(
-            "stream {} ({})",
+            "stream {} ({}), {} replica{}",
             config.name,
-            config.subjects.join(", ")
+            config.subjects.join(", "),
+            config.num_replicas,
+            if config.num_replicas == 1 { "" } else { "s" }
         ));
     }
     for (stream_name, config) in &defs.consumers {
@@ -215,6 +240,31 @@ mod tests {
             assert_eq!(s.storage, stream::StorageType::File, "{}", s.name);
         }
         assert_eq!(defs.consumers[0].1.ack_wait, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn replicas_apply_to_every_stream_and_bucket() {
+        let files = definitions(&Names::new("t9"), None, &[STAGE]).unwrap();
+        for s in &files.streams {
+            assert_eq!(
+                s.num_replicas, 1,
+                "the files describe one server: {}",
+                s.name
+            );
+        }
+        let defs = definitions(&Names::new("t9"), None, &[STAGE])
+            .unwrap()
+            .with_replicas(3);
+        assert_eq!(defs.streams.len(), 5);
+        for s in &defs.streams {
+            assert_eq!(s.num_replicas, 3, "{}", s.name);
+        }
+        // Consumers inherit the stream's replicas (0 = as many as the stream).
+        assert_eq!(defs.consumers[0].1.num_replicas, 0);
+        // What is sent to the server says so.
+        let sent = serde_json::to_value(&defs.streams[3]).unwrap();
+        assert_eq!(sent["num_replicas"], 3, "{sent}");
+        assert_eq!(sent["name"], "KV_t9_idempotency");
     }
 
     #[test]
