@@ -144,7 +144,23 @@ pub async fn apply(
     defs: &Definitions,
     mut progress: impl FnMut(String),
 ) -> anyhow::Result<()> {
+    let version = js.client().server_info().version;
     for config in &defs.streams {
+        if config.num_replicas > 1
+            && let Ok(existing) = js.get_stream(&config.name).await
+        {
+            let current = existing.cached_info().config.num_replicas;
+            if current < config.num_replicas && scaling_up_loses_writes(&version) {
+                progress(format!(
+                    "warning: {} goes from {current} to {} replicas on NATS {version}: on NATS \
+                     2.9 a node that held the stream alone can, when restarted, lead it alone \
+                     and lose acknowledged messages (seen on 2.9.10). Upgrade NATS to 2.10 or \
+                     later first, or create the streams with NATS_REPLICAS=3 on a new cluster \
+                     (README, Running on a cluster)",
+                    config.name, config.num_replicas
+                ));
+            }
+        }
         js.create_or_update_stream(config.clone())
             .await
             .with_context(|| {
@@ -188,6 +204,15 @@ pub async fn apply(
         ));
     }
     Ok(())
+}
+
+/// Whether raising a stream's replicas in place is unsafe on a server of `version`: NATS
+/// before 2.10 (2.9.10 measured) keeps the stream's first, single-node peer set on the node
+/// that held it, which then leads alone after a restart.
+fn scaling_up_loses_writes(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) < (2, 10)
 }
 
 /// Deletes every shared stream under `names`' prefix (tests clean up after themselves with this).
@@ -265,6 +290,15 @@ mod tests {
         let sent = serde_json::to_value(&defs.streams[3]).unwrap();
         assert_eq!(sent["num_replicas"], 3, "{sent}");
         assert_eq!(sent["name"], "KV_t9_idempotency");
+    }
+
+    #[test]
+    fn scaling_up_in_place_is_flagged_before_nats_2_10() {
+        assert!(scaling_up_loses_writes("2.9.10"));
+        assert!(scaling_up_loses_writes("2.9.25"));
+        assert!(!scaling_up_loses_writes("2.10.0"));
+        assert!(!scaling_up_loses_writes("2.15.1"));
+        assert!(!scaling_up_loses_writes("3.0.0"));
     }
 
     #[test]
