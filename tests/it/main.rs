@@ -3,6 +3,7 @@
 mod support;
 
 mod architecture;
+mod cluster;
 mod parts;
 mod processes;
 mod runtime;
