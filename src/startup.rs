@@ -45,7 +45,8 @@ pub async fn setup(cfg: &Config, mut progress: impl FnMut(String)) -> anyhow::Re
 
     let bus = Bus::connect(cfg.nats_url.expose(), &cfg.nats_prefix, "ihub-setup").await?;
     let definitions =
-        provision::definitions(&bus.names, cfg.ack_wait, &integrations::consumer_files())?;
+        provision::definitions(&bus.names, cfg.ack_wait, &integrations::consumer_files())?
+            .with_replicas(cfg.nats_replicas);
     provision::apply(&bus.js, &definitions, &mut progress).await?;
     bus.client.flush().await?;
     Ok(())

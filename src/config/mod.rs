@@ -17,7 +17,11 @@ use anyhow::bail;
 pub struct Config {
     /// Where every setting comes from; the integrations read their sections from it.
     pub env: Env,
+    /// One NATS server, or a comma-separated list of the servers of a cluster.
     pub nats_url: ServiceUrl,
+    /// Replicas of every stream and KV bucket `ihub setup` creates or updates (1 to 5; 3 on a
+    /// 3-node cluster).
+    pub nats_replicas: usize,
     /// Prefix for every stream, subject and bucket name; empty in production, unique per test.
     pub nats_prefix: String,
     pub database_url: ServiceUrl,
@@ -66,8 +70,16 @@ impl Config {
         {
             bail!("NATS_PREFIX={nats_prefix:?} may hold only letters, digits, '-' and '_'");
         }
+        let nats_replicas = env.whole("NATS_REPLICAS", 1)?;
+        if !(1..=5).contains(&nats_replicas) {
+            bail!(
+                "NATS_REPLICAS={nats_replicas} must be 1 to 5 (JetStream keeps at most 5 copies \
+                 of a stream; use 3 on a 3-node cluster, 1 on a single server)"
+            );
+        }
         Ok(Config {
             nats_url: ServiceUrl::new(env.text("NATS_URL", "nats://127.0.0.1:4222")),
+            nats_replicas: nats_replicas as usize,
             nats_prefix,
             database_url: ServiceUrl::new(
                 env.text("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ihub"),
@@ -117,6 +129,19 @@ mod tests {
         assert_eq!(cfg.http_timeout, Duration::from_secs(10));
         assert_eq!(cfg.consumer_concurrency, 64);
         assert_eq!(cfg.ack_wait, None);
+        assert_eq!(cfg.nats_replicas, 1);
+    }
+
+    #[test]
+    fn nats_replicas_are_1_to_5() {
+        assert_eq!(config(&[("NATS_REPLICAS", "3")]).unwrap().nats_replicas, 3);
+        assert_eq!(config(&[("NATS_REPLICAS", "5")]).unwrap().nats_replicas, 5);
+        for bad in ["0", "6", "-1", "three"] {
+            let err = format!("{:#}", config(&[("NATS_REPLICAS", bad)]).unwrap_err());
+            assert!(err.contains("NATS_REPLICAS"), "{err}");
+        }
+        let err = format!("{:#}", config(&[("NATS_REPLICAS", "7")]).unwrap_err());
+        assert!(err.contains("1 to 5"), "{err}");
     }
 
     #[test]
@@ -124,16 +149,23 @@ mod tests {
         let cfg = config(&[
             ("WALLET_HMAC_SECRET", "hunter2"),
             ("DATABASE_URL", "postgres://ihub:pg-pass-77@db:5432/ihub"),
-            ("NATS_URL", "nats://hub:nats-pass-88@nats:4222"),
+            (
+                "NATS_URL",
+                "nats://hub:nats-pass-88@n1:4222,nats://hub:nats-pass-99@n2:4222",
+            ),
         ])
         .unwrap();
         let shown = format!("{cfg:?}");
-        for secret in ["hunter2", "pg-pass-77", "nats-pass-88"] {
+        for secret in ["hunter2", "pg-pass-77", "nats-pass-88", "nats-pass-99"] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         assert!(
             shown.contains("postgres://ihub:***@db:5432/ihub"),
             "{shown}"
+        );
+        assert!(
+            shown.contains("nats://hub:***@n1:4222,nats://hub:***@n2:4222"),
+            "every server of a cluster is shown: {shown}"
         );
     }
 

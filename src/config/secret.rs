@@ -65,8 +65,16 @@ impl fmt::Debug for ServiceUrl {
     }
 }
 
-/// Replaces the password of a `scheme://user:password@host` URL with `***`.
+/// Replaces the password of a `scheme://user:password@host` URL with `***`; in a
+/// comma-separated list of URLs (the servers of a NATS cluster), that of each.
 pub fn mask_password(url: &str) -> String {
+    if url.contains(',') {
+        return url
+            .split(',')
+            .map(mask_password)
+            .collect::<Vec<_>>()
+            .join(",");
+    }
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -106,6 +114,10 @@ mod tests {
         assert_eq!(
             mask_password("postgres://postgres@127.0.0.1/ihub"),
             "postgres://postgres@127.0.0.1/ihub"
+        );
+        assert_eq!(
+            mask_password("nats://a:p1@n1:4222,nats://n2:4222,nats://b:p@3@n3:4222"),
+            "nats://a:***@n1:4222,nats://n2:4222,nats://b:***@n3:4222"
         );
         let url = ServiceUrl::new("nats://user:s3cret@127.0.0.1:4222");
         assert!(!format!("{url} {url:?}").contains("s3cret"));

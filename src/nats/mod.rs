@@ -61,13 +61,37 @@ impl Names {
     }
 }
 
-/// Connects, and says clearly where it looked and what to do when nothing answers there.
+/// The servers of `url`: one NATS URL, or a comma-separated list (the nodes of a cluster).
+pub fn server_addrs(url: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+    let addrs = url
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            part.parse().map_err(|err| {
+                anyhow::anyhow!(
+                    "NATS_URL holds {:?}, not a NATS server URL ({err})",
+                    crate::config::mask_password(part)
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if addrs.is_empty() {
+        bail!("NATS_URL is empty: give a server (nats://127.0.0.1:4222) or a comma-separated list");
+    }
+    Ok(addrs)
+}
+
+/// Connects to the first of the servers in `url` that answers (one URL, or a comma-separated
+/// list: the client then reconnects to another when its server goes), and says clearly where
+/// it looked and what to do when nothing answers there.
 pub async fn connect(url: &str, client_name: &str) -> anyhow::Result<Client> {
-    let shown = crate::config::mask_password(url);
+    let addrs = server_addrs(url)?;
+    let shown = crate::config::mask_password(url.trim());
     let client = async_nats::ConnectOptions::new()
         .name(client_name)
         .connection_timeout(Duration::from_secs(3))
-        .connect(url)
+        .connect(addrs)
         .await
         .map_err(|err| {
             anyhow::anyhow!(
@@ -259,6 +283,34 @@ mod tests {
         for bad in ["a\r\nb", "a\nb", "a\rb"] {
             assert!(header_value(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn nats_url_takes_a_list_of_servers() {
+        let one = server_addrs("nats://127.0.0.1:4222").unwrap();
+        assert_eq!(one.len(), 1);
+        let three =
+            server_addrs("nats://127.0.0.1:14231, nats://u:pw@127.0.0.1:14232,127.0.0.1:14233")
+                .unwrap();
+        let ports: Vec<u16> = three.iter().map(|a| a.port()).collect();
+        assert_eq!(ports, [14231, 14232, 14233]);
+        assert!(three[1].has_user_pass());
+
+        let err = server_addrs("nats://a:secret-77@n1:4222,http://n2:4222")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("http://n2:4222") && err.contains("NATS_URL"),
+            "{err}"
+        );
+        let err = server_addrs("nats://a:secret-77@n1:99999,nats://n2")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !err.contains("secret-77"),
+            "the password is not shown: {err}"
+        );
+        assert!(server_addrs(" , ").is_err());
     }
 
     #[test]

@@ -73,6 +73,19 @@ pub struct Definitions {
     pub consumers: Vec<(String, pull::Config)>,
 }
 
+impl Definitions {
+    /// Every stream and KV bucket with `replicas` copies (`NATS_REPLICAS`: 3 on a 3-node
+    /// cluster), whatever the files say. Consumers keep `num_replicas` 0, which JetStream reads
+    /// as "as many as the stream": a durable on an R3 stream is R3 too, and follows the
+    /// stream when its replicas change.
+    pub fn with_replicas(mut self, replicas: usize) -> Self {
+        for config in &mut self.streams {
+            config.num_replicas = replicas;
+        }
+        self
+    }
+}
+
 /// Parses the shared streams and `consumers`, applying the prefix and the `ack_wait` override.
 pub fn definitions(
     names: &Names,
@@ -131,14 +144,42 @@ pub async fn apply(
     defs: &Definitions,
     mut progress: impl FnMut(String),
 ) -> anyhow::Result<()> {
+    let version = js.client().server_info().version;
     for config in &defs.streams {
+        if config.num_replicas > 1
+            && let Ok(existing) = js.get_stream(&config.name).await
+        {
+            let current = existing.cached_info().config.num_replicas;
+            if current < config.num_replicas && scaling_up_loses_writes(&version) {
+                progress(format!(
+                    "warning: {} goes from {current} to {} replicas on NATS {version}: on NATS \
+                     2.9 a node that held the stream alone can, when restarted, lead it alone \
+                     and lose acknowledged messages (seen on 2.9.10). Upgrade NATS to 2.10 or \
+                     later first, or create the streams with NATS_REPLICAS=3 on a new cluster \
+                     (README, Running on a cluster)",
+                    config.name, config.num_replicas
+                ));
+            }
+        }
         js.create_or_update_stream(config.clone())
             .await
-            .with_context(|| format!("could not create or update stream {}", config.name))?;
+            .with_context(|| {
+                let mut message = format!("could not create or update stream {}", config.name);
+                if config.num_replicas > 1 {
+                    message.push_str(&format!(
+                        " with {} replicas (NATS_REPLICAS): the servers in NATS_URL must form a \
+                         JetStream cluster of at least that many nodes",
+                        config.num_replicas
+                    ));
+                }
+                message
+            })?;
         progress(format!(
-            "stream {} ({})",
+            "stream {} ({}), {} replica{}",
             config.name,
-            config.subjects.join(", ")
+            config.subjects.join(", "),
+            config.num_replicas,
+            if config.num_replicas == 1 { "" } else { "s" }
         ));
     }
     for (stream_name, config) in &defs.consumers {
@@ -163,6 +204,15 @@ pub async fn apply(
         ));
     }
     Ok(())
+}
+
+/// Whether raising a stream's replicas in place is unsafe on a server of `version`: NATS
+/// before 2.10 (2.9.10 measured) keeps the stream's first, single-node peer set on the node
+/// that held it, which then leads alone after a restart.
+fn scaling_up_loses_writes(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) < (2, 10)
 }
 
 /// Deletes every shared stream under `names`' prefix (tests clean up after themselves with this).
@@ -215,6 +265,40 @@ mod tests {
             assert_eq!(s.storage, stream::StorageType::File, "{}", s.name);
         }
         assert_eq!(defs.consumers[0].1.ack_wait, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn replicas_apply_to_every_stream_and_bucket() {
+        let files = definitions(&Names::new("t9"), None, &[STAGE]).unwrap();
+        for s in &files.streams {
+            assert_eq!(
+                s.num_replicas, 1,
+                "the files describe one server: {}",
+                s.name
+            );
+        }
+        let defs = definitions(&Names::new("t9"), None, &[STAGE])
+            .unwrap()
+            .with_replicas(3);
+        assert_eq!(defs.streams.len(), 5);
+        for s in &defs.streams {
+            assert_eq!(s.num_replicas, 3, "{}", s.name);
+        }
+        // Consumers inherit the stream's replicas (0 = as many as the stream).
+        assert_eq!(defs.consumers[0].1.num_replicas, 0);
+        // What is sent to the server says so.
+        let sent = serde_json::to_value(&defs.streams[3]).unwrap();
+        assert_eq!(sent["num_replicas"], 3, "{sent}");
+        assert_eq!(sent["name"], "KV_t9_idempotency");
+    }
+
+    #[test]
+    fn scaling_up_in_place_is_flagged_before_nats_2_10() {
+        assert!(scaling_up_loses_writes("2.9.10"));
+        assert!(scaling_up_loses_writes("2.9.25"));
+        assert!(!scaling_up_loses_writes("2.10.0"));
+        assert!(!scaling_up_loses_writes("2.15.1"));
+        assert!(!scaling_up_loses_writes("3.0.0"));
     }
 
     #[test]

@@ -286,13 +286,7 @@ pub async fn start<S: Stage>(
         stage,
         shutdown: shutdown.clone(),
     });
-    let messages = consumer
-        .stream()
-        .max_messages_per_batch(runner.spec.concurrency)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await?;
+    let messages = pull_messages(&consumer, runner.spec.concurrency).await?;
     tracing::info!(
         consumer = runner.spec.durable,
         concurrency = runner.spec.concurrency,
@@ -300,6 +294,26 @@ pub async fn start<S: Stage>(
         "consumer running"
     );
     Ok(Pulling(Box::pin(runner.pull(stream, messages, shutdown))))
+}
+
+/// The server sends an idle heartbeat this often while a pull request waits; two missed mean
+/// the request is gone (its server died, or the consumer's leader moved to another node of a
+/// cluster) and the runtime pulls again: consumers resume within twice this after a failover.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// The pull of a consumer process: at most `concurrency` messages per request, with idle
+/// heartbeats, so that a request lost with the server holding it is noticed.
+async fn pull_messages(
+    consumer: &PullConsumer,
+    concurrency: usize,
+) -> anyhow::Result<jetstream::consumer::pull::Stream> {
+    Ok(consumer
+        .stream()
+        .max_messages_per_batch(concurrency)
+        .heartbeat(PULL_HEARTBEAT)
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await?)
 }
 
 /// What becomes of a message once its stage has run.
@@ -373,18 +387,22 @@ impl<S: Stage> Runner<S> {
                 Some(Err(err)) => {
                     tracing::warn!(consumer = self.spec.durable, %err, "pull failed; continuing");
                     tokio::time::sleep(Duration::from_millis(200)).await;
+                    // The server holding our pull request went (in a cluster, the consumer's
+                    // leader moved): pull anew instead of waiting for the request to expire.
+                    if err.kind() == jetstream::consumer::pull::MessagesErrorKind::MissingHeartbeat
+                    {
+                        match self.pull_again(&stream, &shutdown).await? {
+                            Some(fresh) => messages = fresh,
+                            None => break,
+                        }
+                    }
                 }
                 None => {
                     tracing::warn!(consumer = self.spec.durable, "pull stream ended; rebinding");
-                    let consumer: PullConsumer = stream
-                        .get_consumer(self.spec.durable)
-                        .await
-                        .map_err(|err| anyhow::anyhow!("{err}"))?;
-                    messages = consumer
-                        .stream()
-                        .max_messages_per_batch(self.spec.concurrency)
-                        .messages()
-                        .await?;
+                    match self.pull_again(&stream, &shutdown).await? {
+                        Some(fresh) => messages = fresh,
+                        None => break,
+                    }
                 }
             }
         }
@@ -416,6 +434,55 @@ impl<S: Stage> Runner<S> {
             "consumer stopped"
         );
         Ok(())
+    }
+
+    /// Binds the durable again and pulls, retrying while JetStream cannot answer (a consumer
+    /// without a leader during an election); an error when the consumer is gone, None once
+    /// `shutdown` is cancelled.
+    async fn pull_again(
+        &self,
+        stream: &jetstream::stream::Stream,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Option<jetstream::consumer::pull::Stream>> {
+        use jetstream::context::ConsumerInfoErrorKind as Kind;
+        loop {
+            // Bounded: a consumer without a leader may leave the request unanswered.
+            let info = tokio::time::timeout(
+                Duration::from_secs(2),
+                stream.consumer_info(self.spec.durable),
+            )
+            .await
+            .unwrap_or_else(|_| Err(Kind::TimedOut.into()));
+            match info {
+                Err(err) if matches!(err.kind(), Kind::NotFound | Kind::StreamNotFound) => {
+                    anyhow::bail!("consumer {} is gone: {err}", self.spec.durable)
+                }
+                Err(err) => {
+                    tracing::warn!(consumer = self.spec.durable, %err, "cannot pull yet; retrying")
+                }
+                Ok(_) => {
+                    let pulled = async {
+                        let consumer: PullConsumer = stream
+                            .get_consumer(self.spec.durable)
+                            .await
+                            .map_err(|err| anyhow::anyhow!("{err}"))?;
+                        pull_messages(&consumer, self.spec.concurrency).await
+                    };
+                    match pulled.await {
+                        Ok(messages) => return Ok(Some(messages)),
+                        Err(err) => tracing::warn!(
+                            consumer = self.spec.durable,
+                            %err,
+                            "cannot pull yet; retrying"
+                        ),
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(None),
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
     }
 
     async fn process(&self, message: jetstream::Message) {

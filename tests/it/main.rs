@@ -3,6 +3,7 @@
 mod support;
 
 mod architecture;
+mod cluster;
 mod hardening;
 mod parts;
 mod processes;
