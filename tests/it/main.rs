@@ -3,6 +3,7 @@
 mod support;
 
 mod architecture;
+mod chaos;
 mod parts;
 mod processes;
 mod runtime;
