@@ -561,7 +561,7 @@ fn summary(
 fn report(out: Out, results: &[Value]) {
     out.progress(String::new());
     out.progress(format!(
-        "{:<15} {:>6} {:>8} {:>5} {:>5} {:>6} {:>7} {:>15} {:>8} {:>11}",
+        "{:<15} {:>6} {:>8} {:>5} {:>5} {:>6} {:>7} {:>19} {:>8} {:>11}",
         "scenario",
         "down",
         "accepted",
@@ -594,7 +594,7 @@ fn report(out: Out, results: &[Value]) {
             other => other.to_string(),
         };
         out.progress(format!(
-            "{:<15} {:>4} s {:>8} {:>5} {:>5} {:>6} {:>7} {:>15} {:>8} {:>9} s",
+            "{:<15} {:>4} s {:>8} {:>5} {:>5} {:>6} {:>7} {:>19} {:>8} {:>9} s",
             cell("scenario"),
             cell("down_secs"),
             cell("accepted"),
