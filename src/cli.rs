@@ -16,7 +16,7 @@ use crate::nats::Bus;
 use crate::runtime::dlq;
 use crate::signatures::{TimestampedHmac, canonical_json, unix_now};
 use crate::startup::{self, Tasks};
-use crate::{server, shutdown, telemetry};
+use crate::{chaos, server, shutdown, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -80,6 +80,9 @@ enum Command {
     },
     /// Drive signed debits against a running hub; compare with raw JetStream publishes.
     Bench(bench::Args),
+    /// Rerun the resilience scenarios (a consumer killed, NATS, Postgres or the operator down)
+    /// against a hub of their own on loopback; count accepted, lost and duplicated requests.
+    Chaos(chaos::Args),
 }
 
 /// Which integrations a command runs.
@@ -257,6 +260,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(&Config::from_env()?, args).await,
+        Command::Chaos(args) => chaos::run(args).await,
     }
 }
 

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// The parts that assemble the hub from the registry; everything else but the integrations is
-/// the core.
-const SHELL: [&str; 2] = ["cli", "startup"];
+/// The parts that assemble the hub from the registry (`chaos` as processes, to break it);
+/// everything else but the integrations is the core.
+const SHELL: [&str; 3] = ["cli", "startup", "chaos"];
 const REGISTRY: &str = "integrations";
 
 /// One source file: its module path (`integrations::wallet::routes`) and production text.

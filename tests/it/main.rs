@@ -3,6 +3,7 @@
 mod support;
 
 mod architecture;
+mod chaos;
 mod cluster;
 mod hardening;
 mod parts;

@@ -15,15 +15,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use async_nats::jetstream::stream;
 use bytes::Bytes;
-use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{Mutex, Semaphore};
 use uuid::Uuid;
 
-use super::config::{WALLET_HMAC, WalletConfig};
+use super::client::{self, Rgs};
+use super::config::WALLET_HMAC;
 use crate::config::{Config, Secret};
 use crate::nats::Bus;
-use crate::signatures::TimestampedHmac;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -90,9 +89,7 @@ fn ms(d: Duration) -> String {
 }
 
 struct Client {
-    http: reqwest::Client,
-    url: String,
-    signer: TimestampedHmac,
+    rgs: Rgs,
     run: String,
     counter: AtomicU64,
 }
@@ -108,26 +105,19 @@ impl Client {
     async fn debit(&self) -> anyhow::Result<Sent> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let body = json!({"player_id": format!("bench-{}-{n}", self.run), "amount": 100, "currency": "EUR"});
-        let mut request = self
-            .http
-            .post(format!("{}/wallet/debit", self.url))
-            .header("idempotency-key", format!("bench-{}-{n}", self.run))
-            .json(&body);
-        for (name, value) in self.signer.headers_for(&body) {
-            request = request.header(name, value);
-        }
         let sent_at_us = chrono::Utc::now().timestamp_micros();
         let started = Instant::now();
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let answer: serde_json::Value = response.json().await.unwrap_or_default();
+        let answer = self
+            .rgs
+            .post("debit", &format!("bench-{}-{n}", self.run), &body)
+            .await?;
         Ok(Sent {
-            transaction_id: answer["transaction_id"]
+            transaction_id: answer.body["transaction_id"]
                 .as_str()
                 .and_then(|s| s.parse().ok()),
             sent_at_us,
             latency: started.elapsed(),
-            status,
+            status: answer.status,
         })
     }
 }
@@ -158,34 +148,22 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
     let concurrency = args.concurrency.max(1);
     let duration = Duration::from_secs(args.duration.max(1));
     let bus = Bus::connect(cfg.nats_url.expose(), &cfg.nats_prefix, "ihub-bench").await?;
-    let wallet = WalletConfig::from_env(&cfg.env)?;
     let secret = args
         .secret
         .clone()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| WALLET_HMAC.demo.to_string());
     let client = Arc::new(Client {
-        http: reqwest::Client::builder()
-            .pool_max_idle_per_host(concurrency * 2)
-            .timeout(Duration::from_secs(10))
-            .build()?,
-        url: args.url.trim_end_matches('/').to_string(),
-        signer: TimestampedHmac::new(Secret::new(secret), wallet.signature_tolerance),
+        rgs: Rgs::new(
+            &args.url,
+            Secret::new(secret),
+            concurrency,
+            Duration::from_secs(10),
+        )?,
         run: Uuid::new_v4().simple().to_string()[..8].to_string(),
         counter: AtomicU64::new(0),
     });
-    client
-        .http
-        .get(format!("{}/health", client.url))
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .with_context(|| {
-            format!(
-                "no hub answers at {}: start one with `cargo run --release -- dev`",
-                client.url
-            )
-        })?;
+    client.rgs.check_health().await?;
 
     say!(
         "ihub bench: concurrency {concurrency}, {} s per phase",
@@ -237,7 +215,7 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
         });
         // What the consumers finished meanwhile, all of the machine being busy: the rate the
         // whole hub sustains here.
-        match booked_between(&client.http, &args.operator_url, started_us, ended_us).await {
+        match booked_between(&client.rgs.http, &args.operator_url, started_us, ended_us).await {
             Ok(booked) => {
                 let completed = booked as f64 / duration.as_secs_f64();
                 say!("      {completed:.0}/s reached the operator meanwhile");
@@ -267,7 +245,7 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
         let sent = open_loop(&client, rate, duration).await?;
         wait_for_consumers(&bus).await?;
         let (mut e2e, missing) =
-            end_to_end(&client.http, &args.operator_url, &sent, phase_start_us).await?;
+            end_to_end(&client.rgs.http, &args.operator_url, &sent, phase_start_us).await?;
         let mut ingress = Samples(sent.iter().map(|s| s.latency.as_micros() as u64).collect());
         report.push(format!(
             "  at {rate:.0} req/s{}:",
@@ -463,19 +441,7 @@ async fn open_loop(
 async fn wait_for_consumers(bus: &Bus) -> anyhow::Result<()> {
     let give_up = Instant::now() + Duration::from_secs(300);
     loop {
-        let mut backlog = 0;
-        for (stream_name, durable) in [
-            ("INBOUND", "stage-wallet"),
-            ("OUTBOUND", "deliver-operator"),
-        ] {
-            let stream = bus.stream(stream_name).await?;
-            let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
-                .get_consumer(durable)
-                .await
-                .map_err(|err| anyhow::anyhow!("{err}"))?;
-            let info = consumer.info().await?;
-            backlog += info.num_pending + info.num_ack_pending as u64;
-        }
+        let backlog = client::backlog(bus).await?;
         if backlog == 0 {
             return Ok(());
         }
@@ -487,37 +453,6 @@ async fn wait_for_consumers(bus: &Bus) -> anyhow::Result<()> {
     }
 }
 
-#[derive(Deserialize)]
-struct Booked {
-    external_transaction_id: String,
-    received_at_us: i64,
-}
-
-#[derive(Deserialize)]
-struct BookedList {
-    transactions: Vec<Booked>,
-}
-
-async fn booked_since(
-    http: &reqwest::Client,
-    operator_url: &str,
-    since_us: i64,
-) -> anyhow::Result<Vec<Booked>> {
-    let url = format!(
-        "{}/v2/transactions?received_after_us={since_us}",
-        operator_url.trim_end_matches('/')
-    );
-    let list: BookedList = http
-        .get(&url)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .with_context(|| format!("could not read the operator mock's transactions at {url}"))?
-        .json()
-        .await?;
-    Ok(list.transactions)
-}
-
 /// How many transactions the operator mock received in a time window.
 async fn booked_between(
     http: &reqwest::Client,
@@ -525,7 +460,7 @@ async fn booked_between(
     from_us: i64,
     to_us: i64,
 ) -> anyhow::Result<usize> {
-    let booked = booked_since(http, operator_url, from_us).await?;
+    let booked = client::booked_since(http, operator_url, from_us).await?;
     Ok(booked.iter().filter(|b| b.received_at_us <= to_us).count())
 }
 
@@ -536,7 +471,7 @@ async fn end_to_end(
     since_us: i64,
 ) -> anyhow::Result<(Samples, usize)> {
     let received: std::collections::HashMap<String, i64> =
-        booked_since(http, operator_url, since_us)
+        client::booked_since(http, operator_url, since_us)
             .await?
             .into_iter()
             .map(|t| (t.external_transaction_id, t.received_at_us))

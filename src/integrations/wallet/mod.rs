@@ -6,6 +6,7 @@
 //! compares what both partners say.
 
 pub mod bench;
+pub mod client;
 pub mod config;
 pub mod domain;
 pub mod mocks;
