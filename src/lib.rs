@@ -1,7 +1,7 @@
 //! ihub: an integration hub. A thin HTTP ingress authenticates and validates partner calls,
 //! publishes one event to NATS JetStream and answers; durable consumers do the rest.
 //!
-//! The core (everything but `integrations`, `cli` and `startup`) knows no integration by name;
+//! The core (everything but `integrations`, `cli`, `chaos` and `startup`) knows no integration by name;
 //! each integration is a folder under `integrations/` (its consumers mounted from
 //! `consumers/<name>/`) listed once in [`integrations::ALL`].
 
@@ -18,6 +18,7 @@ pub mod mocks;
 pub mod money;
 pub mod nats;
 pub mod ratelimit;
+pub mod report;
 pub mod runtime;
 pub mod schemas;
 pub mod server;

@@ -13,7 +13,7 @@
 //!   completed and booked and the consumers have nothing left.
 
 mod load;
-mod rig;
+pub mod rig;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

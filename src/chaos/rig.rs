@@ -135,6 +135,17 @@ pub struct Nats {
 }
 
 impl Nats {
+    /// A server (not started) on a free port, its store and log under `dir`.
+    pub fn new(bin: &Path, dir: &Path) -> anyhow::Result<Nats> {
+        Ok(Nats {
+            bin: bin.to_path_buf(),
+            port: free_port()?,
+            store: dir.join("nats"),
+            log: dir.join("logs/nats-server.log"),
+            process: None,
+        })
+    }
+
     /// `nats-server` on PATH, else /usr/sbin/nats-server.
     pub fn find(given: Option<&Path>) -> anyhow::Result<PathBuf> {
         if let Some(path) = given {
@@ -201,7 +212,7 @@ impl Nats {
         }
     }
 
-    /// Starts it again on the same port and store.
+    /// Starts it (again, on the same port and store); returns once it answers JetStream.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.start().await
     }
@@ -393,13 +404,7 @@ impl Rig {
         let mut rig = Rig {
             exe: std::env::current_exe().context("cannot find the ihub executable")?,
             env: Vec::new(),
-            nats: Nats {
-                bin: nats_bin.to_path_buf(),
-                port: free_port()?,
-                store: dir.join("nats"),
-                log: dir.join("logs/nats-server.log"),
-                process: None,
-            },
+            nats: Nats::new(nats_bin, &dir)?,
             postgres: None,
             database_url: String::new(),
             mocks: None,

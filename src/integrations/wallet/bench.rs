@@ -9,7 +9,7 @@
 //!    request to the operator mock receiving the withdraw (read from its transaction list).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -122,19 +122,6 @@ impl Client {
     }
 }
 
-/// Progress and the human report go to stdout, or to stderr under `--json` (stdout is then
-/// the summary alone).
-static TO_STDERR: AtomicBool = AtomicBool::new(false);
-
-macro_rules! say {
-    ($($arg:tt)*) => {
-        if TO_STDERR.load(Ordering::Relaxed) {
-            eprintln!($($arg)*)
-        } else {
-            println!($($arg)*)
-        }
-    };
-}
 
 fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e5).round() / 100.0
@@ -144,7 +131,7 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
     if args.scenario == "reconciliation" {
         return super::reconciliation::bench::run(cfg, &args.reconciliation, args.json).await;
     }
-    TO_STDERR.store(args.json, Ordering::Relaxed);
+    crate::report::summary_on_stdout(args.json);
     let concurrency = args.concurrency.max(1);
     let duration = Duration::from_secs(args.duration.max(1));
     let bus = Bus::connect(cfg.nats_url.expose(), &cfg.nats_prefix, "ihub-bench").await?;
@@ -165,7 +152,7 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
     });
     client.rgs.check_health().await?;
 
-    say!(
+    crate::say!(
         "ihub bench: concurrency {concurrency}, {} s per phase",
         duration.as_secs()
     );
@@ -178,9 +165,9 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
     });
 
     let raw_rate = if run(Phase::Raw) {
-        say!("[raw] JetStream: publish 256 B and await each ack, {concurrency} in flight");
+        crate::say!("[raw] JetStream: publish 256 B and await each ack, {concurrency} in flight");
         let rate = raw_baseline(&bus, concurrency, duration).await?;
-        say!("      {rate:.0} msg/s");
+        crate::say!("      {rate:.0} msg/s");
         report.push(format!("  raw JetStream publish+ack   {rate:>8.0} msg/s"));
         summary["raw"] = json!({"msgs_per_sec": rate.round()});
         Some(rate)
@@ -189,12 +176,12 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
     };
 
     let sustainable = if run(Phase::Accept) {
-        say!("[accept] signed debits, {concurrency} in flight");
+        crate::say!("[accept] signed debits, {concurrency} in flight");
         let started_us = chrono::Utc::now().timestamp_micros();
         let (rate, mut latency) = closed_loop(&client, concurrency, duration).await?;
         let ended_us = chrono::Utc::now().timestamp_micros();
         let (p50, p99) = (latency.percentile(0.50), latency.percentile(0.99));
-        say!(
+        crate::say!(
             "      {rate:.0} accepted/s, p50 {}, p99 {}",
             ms(p50),
             ms(p99)
@@ -218,7 +205,7 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
         match booked_between(&client.rgs.http, &args.operator_url, started_us, ended_us).await {
             Ok(booked) => {
                 let completed = booked as f64 / duration.as_secs_f64();
-                say!("      {completed:.0}/s reached the operator meanwhile");
+                crate::say!("      {completed:.0}/s reached the operator meanwhile");
                 report.push(format!(
                     "  completed end to end        {completed:>8.0} req/s   (what the whole hub sustains on this machine)"
                 ));
@@ -226,7 +213,7 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
                 Some(completed)
             }
             Err(err) => {
-                say!("      (no end-to-end count: {err:#})");
+                crate::say!("      (no end-to-end count: {err:#})");
                 None
             }
         }
@@ -240,7 +227,7 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
             bail!("the e2e phase needs --e2e-rate, or the accept phase to measure a rate");
         };
         let rate = rate.max(1.0);
-        say!("[e2e] debits at {rate:.0} requests/s, timed to the operator mock");
+        crate::say!("[e2e] debits at {rate:.0} requests/s, timed to the operator mock");
         let phase_start_us = chrono::Utc::now().timestamp_micros();
         let sent = open_loop(&client, rate, duration).await?;
         wait_for_consumers(&bus).await?;
@@ -277,12 +264,12 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
         });
     }
 
-    say!(
+    crate::say!(
         "\nresults (concurrency {concurrency}, {} s per phase)",
         duration.as_secs()
     );
     for line in report {
-        say!("{line}");
+        crate::say!("{line}");
     }
     if args.json {
         println!("{summary}");
@@ -382,7 +369,7 @@ async fn closed_loop(
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let now = accepted.load(Ordering::Relaxed);
-                say!(
+                crate::say!(
                     "      {:>3} s  {:>7} accepted/s",
                     started.elapsed().as_secs(),
                     now - last
@@ -396,7 +383,7 @@ async fn closed_loop(
     let elapsed = started.elapsed();
     let (refused_count, first_refusal) = refused.lock().await.clone();
     if refused_count > 0 {
-        say!(
+        crate::say!(
             "      {refused_count} requests not accepted (first: {})",
             first_refusal.unwrap_or_default()
         );
@@ -448,7 +435,7 @@ async fn wait_for_consumers(bus: &Bus) -> anyhow::Result<()> {
         if Instant::now() > give_up {
             bail!("the consumers still have {backlog} messages after 5 minutes; are they running?");
         }
-        say!("      waiting for the consumers: {backlog} messages pending");
+        crate::say!("      waiting for the consumers: {backlog} messages pending");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -38,6 +38,25 @@ pub fn nats_url() -> String {
     std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
+/// Keeps one stream on the shared server for good. NATS 2.9 removes the account's store
+/// directory when its last stream is deleted, and a stream created at that moment fails with
+/// "could not create storage directory" (10049): with tests deleting their streams in
+/// parallel, that happens.
+async fn keep_jetstream_store(url: &str) {
+    let Ok(bus) = Bus::connect(url, "", "ihub-test-anchor").await else {
+        return;
+    };
+    let _ = bus
+        .js
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: "IHUB_TEST_ANCHOR".into(),
+            subjects: vec!["ihub-test-anchor".into()],
+            max_messages: 1,
+            ..Default::default()
+        })
+        .await;
+}
+
 /// A fresh name for a test's prefix and database.
 pub fn unique(letter: char) -> String {
     format!(
@@ -144,6 +163,7 @@ impl Hub {
             prefix: prefix.clone(),
             database_url: database_url.clone(),
         };
+        keep_jetstream_store(&nats_url()).await;
         startup::setup(&cfg, |_| {}).await.expect("setup");
         let cfg = Arc::new(cfg);
 

@@ -2,13 +2,11 @@
 //! in front of Postgres that it can cut. Both on loopback.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ihub::chaos::rig::Nats;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use super::eventually;
@@ -21,76 +19,36 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-async fn accepts(addr: SocketAddr) -> Option<()> {
-    TcpStream::connect(addr).await.ok().map(drop)
-}
-
 /// `nats-server -js` on a port and store of its own, killed with SIGKILL and restarted on the
-/// same port and store as an operator's outage would.
+/// same port and store as an operator's outage would (the server `ihub chaos` runs).
 pub struct NatsServer {
-    pub port: u16,
-    store: tempdir::Dir,
-    child: Option<Child>,
+    nats: Nats,
+    _dir: tempdir::Dir,
 }
 
 impl NatsServer {
     pub async fn start() -> NatsServer {
-        let mut server = NatsServer {
-            port: free_port(),
-            store: tempdir::Dir::new("nats"),
-            child: None,
-        };
-        server.restart().await;
-        server
+        let dir = tempdir::Dir::new("nats");
+        std::fs::create_dir_all(dir.path.join("logs")).expect("a log directory");
+        let bin = Nats::find(None).expect("nats-server");
+        let mut nats = Nats::new(&bin, &dir.path).expect("a NATS server");
+        nats.restart().await.expect("nats-server starts");
+        NatsServer { nats, _dir: dir }
     }
 
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        self.nats.url()
     }
 
-    /// Starts the server (again) and returns once it accepts connections.
+    /// Starts the server again on its port and store; returns once it answers.
     pub async fn restart(&mut self) {
-        let child = Command::new(nats_server())
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(&self.store.path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("nats-server starts (apt-get install -y nats-server)");
-        self.child = Some(child);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        eventually("nats-server to listen", Duration::from_secs(10), || {
-            accepts(addr)
-        })
-        .await;
+        self.nats.restart().await.expect("nats-server restarts");
     }
 
-    /// SIGKILL, and waits until it is gone.
+    /// SIGKILL.
     pub async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
-        }
+        self.nats.kill();
     }
-}
-
-fn nats_server() -> PathBuf {
-    [
-        "/usr/sbin/nats-server",
-        "/usr/bin/nats-server",
-        "/usr/local/bin/nats-server",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
-    .unwrap_or_else(|| PathBuf::from("nats-server"))
 }
 
 /// A TCP proxy on a port of its own to `target`. [`Proxy::cut`] closes the port and every

@@ -9,7 +9,6 @@
 //! 3. Stream the report (what `GET /reconciliation_data` sends) into a counter, timing the
 //!    first byte and the whole, with the process's peak RSS (`VmHWM`) reset before it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -36,17 +35,6 @@ pub struct ReconciliationArgs {
     pub increment: u64,
 }
 
-static TO_STDERR: AtomicBool = AtomicBool::new(false);
-
-macro_rules! say {
-    ($($arg:tt)*) => {
-        if TO_STDERR.load(Ordering::Relaxed) {
-            eprintln!($($arg)*)
-        } else {
-            println!($($arg)*)
-        }
-    };
-}
 
 /// The process's peak resident set (`VmHWM`) and current one (`VmRSS`), in KiB.
 fn memory_kib() -> (u64, u64) {
@@ -76,7 +64,7 @@ fn millis(d: Duration) -> f64 {
 }
 
 pub async fn run(cfg: &Config, args: &ReconciliationArgs, json: bool) -> anyhow::Result<()> {
-    TO_STDERR.store(json, Ordering::Relaxed);
+    crate::report::summary_on_stdout(json);
     let mut url = reqwest::Url::parse(cfg.database_url.expose())
         .context("DATABASE_URL is not a URL")?;
     let name = format!("ihub_bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
@@ -98,7 +86,7 @@ async fn bench(url: &str, args: &ReconciliationArgs) -> anyhow::Result<serde_jso
     crate::db::migrate(&db).await?;
     let n = args.transactions as i64;
 
-    say!("[generate] {n} rows into the mirror");
+    crate::say!("[generate] {n} rows into the mirror");
     let started = Instant::now();
     // Every 100th differs in amount, every 1000th (+1) is missing at the operator.
     sqlx::query(
@@ -124,7 +112,7 @@ async fn bench(url: &str, args: &ReconciliationArgs) -> anyhow::Result<serde_jso
         .execute(&db)
         .await?;
     let generated = started.elapsed();
-    say!("      {:.1} s", generated.as_secs_f64());
+    crate::say!("      {:.1} s", generated.as_secs_f64());
 
     // The partners, each listing `increment` transactions the mirror has not seen.
     let shutdown = CancellationToken::new();
@@ -172,7 +160,7 @@ async fn bench(url: &str, args: &ReconciliationArgs) -> anyhow::Result<serde_jso
         },
     );
 
-    say!(
+    crate::say!(
         "[refresh] {} new entries at each partner",
         args.increment
     );
@@ -183,7 +171,7 @@ async fn bench(url: &str, args: &ReconciliationArgs) -> anyhow::Result<serde_jso
         .map_err(|err| anyhow::anyhow!("refresh failed: {err:?}"))?;
     let refresh_time = started.elapsed();
     shutdown.cancel();
-    say!(
+    crate::say!(
         "      {} ms, {} + {} entries in {} + {} requests",
         millis(refresh_time),
         refreshed.rgs_entries,
@@ -192,7 +180,7 @@ async fn bench(url: &str, args: &ReconciliationArgs) -> anyhow::Result<serde_jso
         refreshed.operator_requests
     );
 
-    say!("[report] stream it");
+    crate::say!("[report] stream it");
     let (peak_before, rss_before) = memory_kib();
     let peak_reset = reset_peak();
     let started = Instant::now();
@@ -213,14 +201,14 @@ async fn bench(url: &str, args: &ReconciliationArgs) -> anyhow::Result<serde_jso
         bail!("the report has {rows} rows, not {expected_rows}");
     }
     let rate = rows as f64 / report_time.as_secs_f64().max(1e-9);
-    say!(
+    crate::say!(
         "      {rows} rows, {:.1} MB, {} mismatches: first byte {} ms, all {:.2} s ({rate:.0} rows/s)",
         bytes as f64 / 1e6,
         report.mismatches,
         millis(first_byte.unwrap_or_default()),
         report_time.as_secs_f64()
     );
-    say!(
+    crate::say!(
         "      peak RSS {} MiB while streaming (before: {} MiB resident, {} MiB peak{})",
         mib(peak_after),
         mib(rss_before),
