@@ -29,3 +29,25 @@ pub const DLQ_ONLY: [&str; 8] = [
     ERROR,
     FAILED_AT,
 ];
+
+// On parked messages (the `PARKED` stream): who parked it, for which key, why and when; where it
+// came from is in the `ORIGINAL_*` headers above.
+pub const PARKED_BY: &str = "Ihub-Parked-By";
+pub const PARK_KEY: &str = "Ihub-Park-Key";
+pub const PARK_REASON: &str = "Ihub-Park-Reason";
+pub const PARKED_AT: &str = "Ihub-Parked-At";
+
+/// On a released message: the `PARKED` sequence it came from.
+pub const RELEASED_FROM: &str = "Ihub-Released-From";
+
+/// Headers parking adds, which a release removes again.
+pub const PARK_ONLY: [&str; 8] = [
+    PARKED_BY,
+    PARK_KEY,
+    PARK_REASON,
+    PARKED_AT,
+    ORIGINAL_SUBJECT,
+    ORIGINAL_STREAM,
+    ORIGINAL_SEQ,
+    ORIGINAL_MSG_ID,
+];

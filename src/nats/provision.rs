@@ -30,6 +30,7 @@ const STREAMS: &[File] = &[
     stream_file!("DLQ.json"),
     stream_file!("KV_idempotency.json"),
     stream_file!("KV_ratelimit.json"),
+    stream_file!("PARKED.json"),
 ];
 
 /// A durable consumer's definition, `nats/consumers/<stream>/<durable>.json` (the nats CLI's
@@ -241,7 +242,8 @@ mod tests {
                 "t9_OUTBOUND",
                 "t9_DLQ",
                 "KV_t9_idempotency",
-                "KV_t9_ratelimit"
+                "KV_t9_ratelimit",
+                "t9_PARKED"
             ]
         );
         assert_eq!(defs.streams[0].subjects, ["t9.in.>"]);
@@ -280,7 +282,7 @@ mod tests {
         let defs = definitions(&Names::new("t9"), None, &[STAGE])
             .unwrap()
             .with_replicas(3);
-        assert_eq!(defs.streams.len(), 5);
+        assert_eq!(defs.streams.len(), 6);
         for s in &defs.streams {
             assert_eq!(s.num_replicas, 3, "{}", s.name);
         }

@@ -57,6 +57,17 @@ impl Breaker {
         *self.state.lock().expect("breaker lock") = State::Closed { failures: 0 };
     }
 
+    /// The call did not reach the partner (our own outage, a parked message): says nothing
+    /// about it. A probe that ended so lets the next call probe instead.
+    pub fn no_verdict(&self) {
+        let mut state = self.state.lock().expect("breaker lock");
+        if *state == State::HalfOpen {
+            *state = State::Open {
+                until: Instant::now(),
+            };
+        }
+    }
+
     pub fn failed(&self) {
         let mut state = self.state.lock().expect("breaker lock");
         *state = match *state {
@@ -99,6 +110,20 @@ mod tests {
         assert!(b.allow().is_ok());
         b.failed();
         assert!(b.allow().is_err());
+    }
+
+    #[test]
+    fn a_probe_without_verdict_lets_the_next_call_probe() {
+        let b = Breaker::new(1, Duration::from_millis(20));
+        b.failed();
+        std::thread::sleep(Duration::from_millis(25));
+        assert!(b.allow().is_ok());
+        b.no_verdict();
+        assert!(b.allow().is_ok(), "the next call probes");
+        assert!(b.allow().is_err(), "one probe at a time");
+        b.succeeded();
+        b.no_verdict();
+        assert!(b.allow().is_ok(), "a closed breaker stays closed");
     }
 
     #[test]

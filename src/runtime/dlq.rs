@@ -68,7 +68,7 @@ pub(super) async fn publish(
 }
 
 /// Header values are one line of printable text.
-fn header_safe(text: &str) -> String {
+pub(super) fn header_safe(text: &str) -> String {
     let one_line: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })

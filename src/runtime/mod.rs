@@ -16,6 +16,11 @@
 //!   in-progress acks, and runs the stage again with a short backoff until it gets through.
 //!   An outage costs no attempt and never counts against the partner's breaker; with every
 //!   permit held, the consumer stops pulling until the dependency is back.
+//! * [`Failure::Park`] (this message waits until its key is ready) → the message goes to the
+//!   `PARKED` stream for (consumer, key), [`Stage::parked`] checks the key again, and the
+//!   original is acked; [`park::release`] later runs the key's parked messages again, in the
+//!   order they were parked ([`park`]: the rule that closes the race). A park spends no
+//!   attempt and tells the breaker nothing; messages of other keys never wait.
 //!
 //! Long calls send in-progress acks so `ack_wait` does not expire under them. A [`Breaker`] per
 //! target stops pulling while the partner keeps failing; it counts only the partner's failures. On shutdown the runner stops pulling,
@@ -25,10 +30,12 @@
 mod breaker;
 mod consumer;
 pub mod dlq;
+pub mod park;
 mod schedule;
 
 pub use breaker::Breaker;
 pub use consumer::{Consumer, Context, Worker};
+pub use park::Readiness;
 pub use schedule::{MAX_RETRY_AFTER, Schedule};
 
 use std::future::Future;
@@ -60,6 +67,9 @@ pub enum Failure {
     /// The hub's own dependency (Postgres, NATS) is unreachable: try again shortly, as often
     /// as it takes, without spending an attempt or blaming the partner.
     Outage { error: String },
+    /// Not yet: the message waits in `PARKED` until `key` is released ([`park`]). Not a
+    /// failure: no attempt is spent, the breaker is not told.
+    Park { key: String, reason: String },
 }
 
 impl Failure {
@@ -79,11 +89,19 @@ impl Failure {
             error: error.to_string(),
         }
     }
+    /// Park the message until `key` is released (see [`park`]).
+    pub fn park(key: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Failure::Park {
+            key: key.into(),
+            reason: reason.to_string(),
+        }
+    }
     pub fn error(&self) -> &str {
         match self {
             Failure::Retry { error, .. }
             | Failure::Permanent { error }
             | Failure::Outage { error } => error,
+            Failure::Park { reason, .. } => reason,
         }
     }
 }
@@ -153,6 +171,20 @@ pub trait Stage: Send + Sync + 'static {
         _error: &str,
     ) -> impl Future<Output = anyhow::Result<()>> + Send {
         async { Ok(()) }
+    }
+
+    /// Called once a message this stage parked ([`Failure::Park`]) is stored in `PARKED`,
+    /// before the original is acked: record the parked state, and check the key's readiness
+    /// again. [`Readiness::Ready`] (it became ready meanwhile) has the runtime release the key
+    /// at once; see [`park`] for why this closes the race with a release. An error holds the
+    /// message and parks it again later (stored once).
+    fn parked(
+        &self,
+        _delivery: &Delivery,
+        _key: &str,
+        _reason: &str,
+    ) -> impl Future<Output = anyhow::Result<Readiness>> + Send {
+        async { Ok(Readiness::Waiting) }
     }
 }
 
@@ -324,6 +356,11 @@ enum Fate {
     Retry(Duration),
     /// Park it in the DLQ with this reason.
     DeadLetter(String),
+    /// Park it in `PARKED` until `key` is released.
+    Park {
+        key: String,
+        reason: String,
+    },
 }
 
 /// The runtime's rule: success acks; a retry with attempts left waits the schedule's delay
@@ -332,6 +369,10 @@ enum Fate {
 fn fate(result: &StageResult, delivered: u64, attempts: u64, schedule: &Schedule) -> Fate {
     match result {
         Ok(()) => Fate::Ack,
+        Err(Failure::Park { key, reason }) => Fate::Park {
+            key: key.clone(),
+            reason: reason.clone(),
+        },
         Err(Failure::Permanent { error }) => Fate::DeadLetter(error.clone()),
         Err(Failure::Retry { error, .. }) if delivered >= attempts => {
             Fate::DeadLetter(format!("{error} (attempt {delivered} of {attempts})"))
@@ -538,8 +579,9 @@ impl<S: Stage> Runner<S> {
         if let Some(breaker) = &self.breaker {
             match &result {
                 Err(Failure::Retry { .. }) => breaker.failed(),
-                // Our own outage says nothing about the partner.
-                Err(Failure::Outage { .. }) => {}
+                // Our own outage says nothing about the partner, nor does a park (the partner
+                // was not called): a probe that ended so leaves room for the next one.
+                Err(Failure::Outage { .. } | Failure::Park { .. }) => breaker.no_verdict(),
                 // A permanent answer means the partner is up, whatever it said.
                 _ => breaker.succeeded(),
             }
@@ -566,6 +608,7 @@ impl<S: Stage> Runner<S> {
                 self.nak(&delivery, delay).await;
             }
             Fate::DeadLetter(error) => self.dead_letter(&delivery, &error).await,
+            Fate::Park { key, reason } => self.park(&delivery, &key, &reason).await,
         }
     }
 
@@ -623,6 +666,74 @@ impl<S: Stage> Runner<S> {
     async fn nak(&self, delivery: &Delivery, delay: Duration) {
         if let Err(err) = delivery.message.ack_with(AckKind::Nak(Some(delay))).await {
             tracing::warn!(%err, "nak failed; the message returns after ack_wait");
+        }
+    }
+
+    /// Stores the message in `PARKED`, lets the stage record it and check the key again
+    /// (releasing the key if it is ready by now), then acks the original. Through an outage of
+    /// NATS or Postgres it holds the message and tries again, as [`Self::through_outages`] does.
+    async fn park(&self, delivery: &Delivery, key: &str, reason: &str) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let result = async {
+                let seq = park::publish(&self.bus, self.spec.durable, delivery, key, reason)
+                    .await
+                    .context("parking")?;
+                let readiness = self
+                    .stage
+                    .parked(delivery, key, reason)
+                    .await
+                    .context("recording the parked state")?;
+                let released = match readiness {
+                    Readiness::Waiting => None,
+                    Readiness::Ready => Some(
+                        park::release(&self.bus, self.spec.durable, key)
+                            .await
+                            .context("releasing a key that became ready while parking")?,
+                    ),
+                };
+                anyhow::Ok((seq, released))
+            }
+            .await;
+            let failure = match result {
+                Ok((seq, released)) => {
+                    tracing::info!(
+                        consumer = self.spec.durable,
+                        key,
+                        reason,
+                        parked_seq = seq,
+                        released,
+                        "parked until its key is released"
+                    );
+                    if let Err(err) = delivery.message.ack().await {
+                        tracing::warn!(%err, "ack failed; the message will be parked again (once)");
+                    }
+                    return;
+                }
+                Err(err) => Failure::from(err),
+            };
+            if matches!(failure, Failure::Outage { .. }) && !self.shutdown.is_cancelled() {
+                tracing::warn!(
+                    consumer = self.spec.durable,
+                    key,
+                    error = failure.error(),
+                    "could not park yet: holding the message and trying again"
+                );
+                let _ = delivery.message.ack_with(AckKind::Progress).await;
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(backoff.min(self.progress_every)) => {}
+                }
+                backoff = (backoff * 2).min(OUTAGE_BACKOFF_MAX);
+                continue;
+            }
+            tracing::error!(
+                consumer = self.spec.durable,
+                key,
+                error = failure.error(),
+                "could not park; retrying"
+            );
+            return self.nak(delivery, Duration::from_secs(5)).await;
         }
     }
 
@@ -704,6 +815,17 @@ mod tests {
             fate(&down, 3, 3, &SCHEDULE),
             Fate::Retry(OUTAGE_BACKOFF_MAX)
         );
+    }
+
+    #[test]
+    fn a_park_parks_even_on_the_last_attempt() {
+        let park = Err(Failure::park("ord-1", "waiting for the sale"));
+        let parked = Fate::Park {
+            key: "ord-1".into(),
+            reason: "waiting for the sale".into(),
+        };
+        assert_eq!(fate(&park, 1, 3, &SCHEDULE), parked);
+        assert_eq!(fate(&park, 3, 3, &SCHEDULE), parked);
     }
 
     #[test]
