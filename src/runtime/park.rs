@@ -53,8 +53,9 @@ use std::fmt::Write as _;
 
 use anyhow::{Context as _, ensure};
 use async_nats::HeaderMap;
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::message::StreamMessage;
-use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
+use async_nats::jetstream::stream::{RawMessageError, RawMessageErrorKind, Stream};
 use bytes::Bytes;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -273,19 +274,42 @@ impl ParkedMessage {
     }
 }
 
+/// `PARKED` without asking for its info first: a release with nothing parked is one request.
+async fn parked_stream(bus: &Bus) -> anyhow::Result<Stream<()>> {
+    let name = bus.names.stream(STREAM);
+    bus.js
+        .get_stream_no_info(&name)
+        .await
+        .with_context(|| format!("{name} is not a stream name"))
+}
+
+/// A read of `PARKED` that failed: NATS not answering, or the stream missing.
+fn read_failed(bus: &Bus, filter: &str, err: RawMessageError) -> anyhow::Error {
+    match err.kind() {
+        RawMessageErrorKind::JetStream(js) if js.error_code() == ErrorCode::STREAM_NOT_FOUND => {
+            anyhow::anyhow!(
+                "stream {} not found: run `ihub setup` first",
+                bus.names.stream(STREAM)
+            )
+        }
+        _ => anyhow::Error::new(err)
+            .context(Unavailable(format!("could not read {filter} in PARKED"))),
+    }
+}
+
 /// The sequence of the last message on `filter` (one subject), if there is one.
-async fn last_seq(stream: &Stream, filter: &str) -> anyhow::Result<Option<u64>> {
+async fn last_seq(bus: &Bus, stream: &Stream<()>, filter: &str) -> anyhow::Result<Option<u64>> {
     match stream.get_last_raw_message_by_subject(filter).await {
         Ok(message) => Ok(Some(message.sequence)),
         Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(err) => Err(anyhow::Error::new(err)
-            .context(Unavailable(format!("could not read {filter} in PARKED")))),
+        Err(err) => Err(read_failed(bus, filter, err)),
     }
 }
 
 /// The first message on `filter` at or after `from` and at or before `last`.
 async fn next(
-    stream: &Stream,
+    bus: &Bus,
+    stream: &Stream<()>,
     filter: &str,
     from: u64,
     last: u64,
@@ -297,21 +321,20 @@ async fn next(
         Ok(message) if message.sequence <= last => Ok(Some(message)),
         Ok(_) => Ok(None),
         Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(err) => Err(anyhow::Error::new(err)
-            .context(Unavailable(format!("could not read {filter} in PARKED")))),
+        Err(err) => Err(read_failed(bus, filter, err)),
     }
 }
 
 /// Every message on `filter` up to sequence `last`, oldest first.
 async fn read(
     bus: &Bus,
-    stream: &Stream,
+    stream: &Stream<()>,
     filter: &str,
     last: u64,
 ) -> anyhow::Result<Vec<ParkedMessage>> {
     let mut found = Vec::new();
     let mut from = 1;
-    while let Some(message) = next(stream, filter, from, last).await? {
+    while let Some(message) = next(bus, stream, filter, from, last).await? {
         from = message.sequence + 1;
         found.push(ParkedMessage::from_stream(bus, &message));
     }
@@ -320,9 +343,9 @@ async fn read(
 
 /// The messages parked for (`durable`, `key`), oldest first.
 pub async fn parked(bus: &Bus, durable: &str, key: &str) -> anyhow::Result<Vec<ParkedMessage>> {
-    let stream = bus.stream(STREAM).await?;
+    let stream = parked_stream(bus).await?;
     let filter = bus.names.subject(&subject(durable, key)?);
-    match last_seq(&stream, &filter).await? {
+    match last_seq(bus, &stream, &filter).await? {
         Some(last) => read(bus, &stream, &filter, last).await,
         None => Ok(Vec::new()),
     }
@@ -330,22 +353,23 @@ pub async fn parked(bus: &Bus, durable: &str, key: &str) -> anyhow::Result<Vec<P
 
 /// Every parked message (of one durable, when given), oldest first.
 pub async fn list(bus: &Bus, durable: Option<&str>) -> anyhow::Result<Vec<ParkedMessage>> {
-    let stream = bus.stream(STREAM).await?;
     let filter = match durable {
         Some(durable) => bus
             .names
             .subject(&format!("parked.{}.*", consumer_token(durable)?)),
         None => bus.names.subject("parked.>"),
     };
-    let state = stream
-        .get_info()
-        .await
-        .context(Unavailable("could not read PARKED".into()))?
-        .state;
+    let state = bus.stream(STREAM).await?.cached_info().state.clone();
     if state.messages == 0 {
         return Ok(Vec::new());
     }
-    read(bus, &stream, &filter, state.last_sequence).await
+    read(
+        bus,
+        &parked_stream(bus).await?,
+        &filter,
+        state.last_sequence,
+    )
+    .await
 }
 
 /// Republishes every message parked for (`durable`, `key`), oldest first, to its original
@@ -354,16 +378,16 @@ pub async fn list(bus: &Bus, durable: Option<&str>) -> anyhow::Result<Vec<Parked
 /// nothing parked this is one request and returns 0. See the module docs for the rule that
 /// closes the race with a park in flight, and for what two releases at once do.
 pub async fn release(bus: &Bus, durable: &str, key: &str) -> anyhow::Result<usize> {
-    let stream = bus.stream(STREAM).await?;
+    let stream = parked_stream(bus).await?;
     let filter = bus.names.subject(&subject(durable, key)?);
     // Only what is parked now: a released message parked again waits for the next release.
-    let Some(last) = last_seq(&stream, &filter).await? else {
+    let Some(last) = last_seq(bus, &stream, &filter).await? else {
         return Ok(0);
     };
     let parked_stream = bus.names.stream(STREAM);
     let mut released = 0;
     let mut from = 1;
-    while let Some(message) = next(&stream, &filter, from, last).await? {
+    while let Some(message) = next(bus, &stream, &filter, from, last).await? {
         from = message.sequence + 1;
         if republish(bus, &parked_stream, &message).await? {
             released += 1;

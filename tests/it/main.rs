@@ -6,6 +6,7 @@ mod architecture;
 mod chaos;
 mod cluster;
 mod hardening;
+mod parking;
 mod parts;
 mod processes;
 mod reconciliation;
