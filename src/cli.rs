@@ -13,7 +13,7 @@ use crate::integrations;
 use crate::integrations::wallet::bench;
 use crate::integrations::wallet::config::{WALLET_HMAC, WalletConfig};
 use crate::nats::Bus;
-use crate::runtime::dlq;
+use crate::runtime::{dlq, park};
 use crate::signatures::{TimestampedHmac, canonical_json, unix_now};
 use crate::startup::{self, Tasks};
 use crate::{chaos, server, shutdown, telemetry};
@@ -66,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Inspect and release parked messages (the PARKED stream): messages waiting for their key.
+    Parked {
+        #[command(subcommand)]
+        command: ParkedCommand,
+    },
     /// Print the X-Timestamp and X-Signature headers for a JSON body, ready for `curl -H @-`.
     Sign {
         /// The JSON body to sign; `-` reads it from standard input.
@@ -83,6 +88,27 @@ enum Command {
     /// Rerun the resilience scenarios (a consumer killed, NATS, Postgres or the operator down)
     /// against a hub of their own on loopback; count accepted, lost and duplicated requests.
     Chaos(chaos::Args),
+}
+
+#[derive(Subcommand)]
+enum ParkedCommand {
+    /// List parked messages: sequence, consumer, key, original subject, parked at, reason.
+    List {
+        /// Only this consumer's parked messages.
+        #[arg(long)]
+        consumer: Option<String>,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a key's parked messages again, in the order they were parked (what the consumer
+    /// does itself once the key is ready).
+    Release {
+        #[arg(long)]
+        consumer: String,
+        #[arg(long)]
+        key: String,
+    },
 }
 
 /// Which integrations a command runs.
@@ -231,6 +257,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let bus = Bus::connect(cfg.nats_url.expose(), &cfg.nats_prefix, "ihub-dlq").await?;
             dlq_command(&bus, command).await
         }
+        Command::Parked { command } => {
+            let cfg = Config::from_env()?;
+            let bus = Bus::connect(cfg.nats_url.expose(), &cfg.nats_prefix, "ihub-parked").await?;
+            parked_command(&bus, command).await
+        }
         Command::Sign {
             body,
             secret,
@@ -361,6 +392,45 @@ impl Running {
         let supervised = startup::supervise(self.tasks, self.shutdown).await;
         self.telemetry.shutdown().await;
         started.and(supervised)
+    }
+}
+
+async fn parked_command(bus: &Bus, command: ParkedCommand) -> anyhow::Result<()> {
+    match command {
+        ParkedCommand::List { consumer, json } => {
+            let parked = park::list(bus, consumer.as_deref()).await?;
+            if json {
+                for message in &parked {
+                    println!("{}", serde_json::to_string(message)?);
+                }
+                return Ok(());
+            }
+            if parked.is_empty() {
+                println!("nothing is parked");
+                return Ok(());
+            }
+            println!(
+                "{:>6}  {:<18} {:<20} {:<28} {:<25}  reason",
+                "seq", "consumer", "key", "original subject", "parked at"
+            );
+            for p in &parked {
+                println!(
+                    "{:>6}  {:<18} {:<20} {:<28} {:<25}  {}",
+                    p.seq, p.consumer, p.key, p.original_subject, p.parked_at, p.reason
+                );
+            }
+            println!(
+                "{} parked message(s); `ihub parked release --consumer C --key K` runs a key's again",
+                parked.len()
+            );
+            Ok(())
+        }
+        ParkedCommand::Release { consumer, key } => {
+            let released = park::release(bus, &consumer, &key).await?;
+            println!("released {released} message(s) parked by {consumer} for {key:?}");
+            bus.client.flush().await?;
+            Ok(())
+        }
     }
 }
 
