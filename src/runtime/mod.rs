@@ -712,7 +712,8 @@ impl<S: Stage> Runner<S> {
                 }
                 Err(err) => Failure::from(err),
             };
-            if matches!(failure, Failure::Outage { .. }) && !self.shutdown.is_cancelled() {
+            let outage = matches!(failure, Failure::Outage { .. });
+            if outage && !self.shutdown.is_cancelled() {
                 tracing::warn!(
                     consumer = self.spec.durable,
                     key,
@@ -726,6 +727,10 @@ impl<S: Stage> Runner<S> {
                 }
                 backoff = (backoff * 2).min(OUTAGE_BACKOFF_MAX);
                 continue;
+            }
+            if outage {
+                // Shutting down: another process, or this one restarted, parks it.
+                return self.nak(delivery, OUTAGE_BACKOFF_MAX).await;
             }
             tracing::error!(
                 consumer = self.spec.durable,
