@@ -127,6 +127,17 @@ impl HailMock {
         self.store.lock().expect("hail store").received.len()
     }
 
+    /// The idempotency key and arrival time (unix microseconds) of each transaction, in
+    /// arrival order: [`HailMock::received`] without cloning the bodies (benchmarks).
+    pub fn arrivals(&self) -> Vec<(String, i64)> {
+        let store = self.store.lock().expect("hail store");
+        store
+            .received
+            .iter()
+            .map(|r| (r.idempotency_key.clone(), r.received_at_us))
+            .collect()
+    }
+
     /// The transaction recorded under `idempotency_key`.
     pub fn received_for(&self, idempotency_key: &str) -> Option<Received> {
         let store = self.store.lock().expect("hail store");
@@ -411,6 +422,11 @@ mod tests {
             Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
         );
         assert!(received[0].received_at_us <= received[1].received_at_us);
+        let arrivals = run.mock.arrivals();
+        assert_eq!(
+            arrivals[1],
+            ("ord-2-sale".into(), received[1].received_at_us)
+        );
         assert_eq!(
             run.mock.received_for("ord-2-sale").map(|r| r.hail_id),
             Some("htx_000002".into())
