@@ -71,17 +71,27 @@ enum Command {
         #[command(subcommand)]
         command: ParkedCommand,
     },
-    /// Print the X-Timestamp and X-Signature headers for a JSON body, ready for `curl -H @-`.
+    /// Print the signature headers for a JSON body, ready for `curl -H @-`: the wallet's
+    /// X-Timestamp and X-Signature, or NewStore's X-NewStore-Signature (`--scheme newstore`,
+    /// over the body exactly as given: send it byte for byte).
     Sign {
         /// The JSON body to sign; `-` reads it from standard input.
         #[arg(long)]
         body: String,
-        /// Signing secret; defaults to WALLET_HMAC_SECRET, else the demo secret of `ihub dev`.
-        #[arg(long, env = "WALLET_HMAC_SECRET", hide_env_values = true)]
+        #[arg(long, value_enum, default_value = "wallet")]
+        scheme: SignScheme,
+        /// Signing secret; defaults to WALLET_HMAC_SECRET (NEWSTORE_WEBHOOK_SECRET with
+        /// `--scheme newstore`), else the demo secret of `ihub dev`.
+        #[arg(long)]
         secret: Option<String>,
         /// Unix seconds to sign with (default: now).
         #[arg(long)]
         timestamp: Option<i64>,
+    },
+    /// Send realistic signed partner events to a running hub.
+    Simulate {
+        #[command(subcommand)]
+        command: SimulateCommand,
     },
     /// Drive signed debits against a running hub; compare with raw JetStream publishes.
     Bench(bench::Args),
@@ -109,6 +119,30 @@ enum ParkedCommand {
         #[arg(long)]
         key: String,
     },
+}
+
+#[derive(Subcommand)]
+enum SimulateCommand {
+    /// NewStore webhook events, signed with NEWSTORE_WEBHOOK_SECRET (else the demo secret),
+    /// to `--url` (default: the ingress at HTTP_ADDR).
+    Newstore {
+        /// order.opened, order.completed, order.cancelled or return.processed.
+        #[arg(long, default_value = "order.completed")]
+        event: String,
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        /// One order for every event (default: a new order each).
+        #[arg(long)]
+        order_id: Option<String>,
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SignScheme {
+    Wallet,
+    Newstore,
 }
 
 /// Which integrations a command runs.
@@ -264,6 +298,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Sign {
             body,
+            scheme,
             secret,
             timestamp,
         } => {
@@ -276,10 +311,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             let value: serde_json::Value = serde_json::from_str(&body)
                 .map_err(|err| anyhow::anyhow!("--body is not JSON: {err}"))?;
-            let secret = secret.filter(|s| !s.is_empty()).unwrap_or_else(|| {
-                eprintln!("(signing with the demo secret of `ihub dev`; set WALLET_HMAC_SECRET for another hub)");
-                WALLET_HMAC.demo.to_string()
-            });
+            let var = match scheme {
+                SignScheme::Wallet => &WALLET_HMAC,
+                SignScheme::Newstore => &crate::integrations::newstore::config::NEWSTORE_WEBHOOK,
+            };
+            let secret = secret
+                .or_else(|| std::env::var(var.name).ok())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| {
+                    eprintln!(
+                        "(signing with the demo secret of `ihub dev`; set {} for another hub)",
+                        var.name
+                    );
+                    var.demo.to_string()
+                });
+            if let SignScheme::Newstore = scheme {
+                let signature = crate::integrations::newstore::signature::sign(
+                    &Secret::new(secret),
+                    body.as_bytes(),
+                );
+                println!("X-NewStore-Signature: {signature}");
+                return Ok(());
+            }
             let tolerance = WalletConfig::from_env(&Env::process())?.signature_tolerance;
             let signer = TimestampedHmac::new(Secret::new(secret), tolerance);
             let timestamp = timestamp.unwrap_or_else(unix_now);
@@ -289,6 +342,36 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 signer.sign(timestamp, &canonical_json(&value))
             );
             Ok(())
+        }
+        Command::Simulate {
+            command:
+                SimulateCommand::Newstore {
+                    event,
+                    count,
+                    order_id,
+                    url,
+                },
+        } => {
+            use crate::integrations::newstore::{client, config, domain::EventKind};
+            let kind = EventKind::parse(&event).ok_or_else(|| {
+                anyhow::anyhow!("--event {event:?}: use order.opened, order.completed, order.cancelled or return.processed")
+            })?;
+            let env = Env::process();
+            let secret = std::env::var(config::NEWSTORE_WEBHOOK.name)
+                .unwrap_or_else(|_| config::NEWSTORE_WEBHOOK.demo.to_string());
+            let url = match url {
+                Some(url) => url,
+                None => format!(
+                    "http://{}/webhooks/newstore",
+                    env.addr("HTTP_ADDR", "127.0.0.1:8000")?
+                ),
+            };
+            let sender = client::Sender {
+                http: reqwest::Client::new(),
+                url,
+                secret: Secret::new(secret),
+            };
+            client::simulate(&sender, kind, count, order_id.as_deref()).await
         }
         Command::Bench(args) => bench::run(&Config::from_env()?, args).await,
         Command::Chaos(args) => chaos::run(args).await,

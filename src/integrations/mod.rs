@@ -17,8 +17,7 @@ macro_rules! registry {
     };
 }
 
-registry![wallet, wavegate];
-pub mod newstore;
+registry![wallet, wavegate, newstore];
 
 /// `--integrations`: the named integrations, or all of them when none is named.
 pub fn select(names: &[String]) -> anyhow::Result<Vec<&'static Integration>> {

@@ -14,6 +14,14 @@ pub enum Schedule {
     },
     /// Attempt *n* at `offsets[n-1]` from the first attempt (so `offsets[0]` is 0).
     Offsets(Vec<Duration>),
+    /// The doubling of [`Schedule::Exponential`] as a ceiling, each pause drawn uniformly from
+    /// zero to it ("full jitter"): the retries of a burst that failed together spread over the
+    /// whole window instead of returning together.
+    FullJitter {
+        base: Duration,
+        max: Duration,
+        attempts: u32,
+    },
 }
 
 impl Schedule {
@@ -47,6 +55,28 @@ impl Schedule {
         })
     }
 
+    /// [`Schedule::exponential_from_env`] with full jitter.
+    pub fn full_jitter_from_env(
+        env: &crate::config::Env,
+        target: &str,
+        base_ms: u64,
+        max_ms: u64,
+        attempts: u64,
+    ) -> anyhow::Result<Self> {
+        match Self::exponential_from_env(env, target, base_ms, max_ms, attempts)? {
+            Schedule::Exponential {
+                base,
+                max,
+                attempts,
+            } => Ok(Schedule::FullJitter {
+                base,
+                max,
+                attempts,
+            }),
+            other => Ok(other),
+        }
+    }
+
     /// Attempt times, in rising milliseconds from the first, read from `var`.
     pub fn offsets_from_env(
         env: &crate::config::Env,
@@ -69,7 +99,9 @@ impl Schedule {
 
     pub fn attempts(&self) -> u32 {
         match self {
-            Schedule::Exponential { attempts, .. } => *attempts,
+            Schedule::Exponential { attempts, .. } | Schedule::FullJitter { attempts, .. } => {
+                *attempts
+            }
             Schedule::Offsets(offsets) => offsets.len().max(1) as u32,
         }
     }
@@ -77,7 +109,7 @@ impl Schedule {
     /// The pause after attempt `delivered` failed, before jitter.
     pub fn delay_after(&self, delivered: u64) -> Duration {
         match self {
-            Schedule::Exponential { base, max, .. } => {
+            Schedule::Exponential { base, max, .. } | Schedule::FullJitter { base, max, .. } => {
                 let doublings = delivered.saturating_sub(1).min(32) as u32;
                 base.saturating_mul(2u32.saturating_pow(doublings))
                     .min(*max)
@@ -95,7 +127,13 @@ impl Schedule {
     /// The pause before the next attempt: the schedule's (plus up to 20 % jitter, so retries
     /// of many messages spread out), or the partner's `Retry-After` when that is longer.
     pub fn next_delay(&self, delivered: u64, retry_after: Option<Duration>) -> Duration {
-        let planned = jitter(self.delay_after(delivered));
+        let ceiling = self.delay_after(delivered);
+        let planned = match self {
+            Schedule::FullJitter { .. } => ceiling
+                .mul_f64(rand::random_range(0.0..=1.0))
+                .max(Duration::from_millis(1)),
+            _ => jitter(ceiling),
+        };
         match retry_after {
             Some(asked) => planned.max(asked.min(MAX_RETRY_AFTER)),
             None => planned,
@@ -112,6 +150,27 @@ mod tests {
     use super::*;
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn full_jitter_draws_below_the_doubling() {
+        let s = Schedule::FullJitter {
+            base: MS(100),
+            max: MS(500),
+            attempts: 6,
+        };
+        for delivered in 1..=5 {
+            let ceiling = s.delay_after(delivered);
+            for _ in 0..50 {
+                let delay = s.next_delay(delivered, None);
+                assert!(
+                    delay >= MS(1) && delay <= ceiling,
+                    "{delay:?} over {ceiling:?}"
+                );
+            }
+        }
+        assert_eq!(s.next_delay(1, Some(MS(900))), MS(900), "Retry-After wins");
+        assert_eq!(s.attempts(), 6);
+    }
 
     #[test]
     fn exponential_doubles_up_to_the_cap() {

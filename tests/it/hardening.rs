@@ -443,6 +443,8 @@ async fn a_storm_of_malformed_requests_changes_nothing() {
     let mut options = wallet::options();
     options.integrations.push("wavegate");
     options.env.extend(wavegate::options().env);
+    options.integrations.push("newstore");
+    options.env.extend(crate::newstore::options().env);
     let hub = Hub::start(options).await;
     let storm = crate::storm::requests(&hub);
     let total = storm.len();

@@ -6,6 +6,7 @@ mod architecture;
 mod chaos;
 mod cluster;
 mod hardening;
+mod newstore;
 mod parking;
 mod parts;
 mod processes;

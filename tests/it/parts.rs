@@ -16,6 +16,7 @@ use crate::support::{Hub, Options};
 fn hub_options() -> Options {
     let mut env = crate::wallet::options().env;
     env.extend(crate::wavegate::options().env);
+    env.extend(crate::newstore::options().env);
     Options {
         integrations: Vec::new(),
         no_consumers: true,

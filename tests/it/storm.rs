@@ -230,6 +230,56 @@ fn order_values(callback: &str) -> Vec<Value> {
     values
 }
 
+/// NewStore events, each wrong in one place.
+fn newstore_values() -> Vec<(String, Value)> {
+    use ihub::integrations::newstore::domain::EventKind;
+    use ihub::integrations::newstore::simulate;
+    let good = simulate::event(EventKind::OrderCompleted, "ord-storm", 0);
+    let mut values = Vec::new();
+    let mut set = |what: &str, pointer: &str, wrong: Value| {
+        let mut value = good.clone();
+        *value
+            .pointer_mut(pointer)
+            .expect("a field of the simulated event") = wrong;
+        values.push((format!("{what} {pointer}"), value));
+    };
+    for wrong in [
+        json!("1.234"),
+        json!("-1.00"),
+        json!(1.5),
+        json!("1e3"),
+        json!("9".repeat(30)),
+        json!(null),
+    ] {
+        set("price", "/payload/items/0/price", wrong);
+    }
+    for wrong in [json!(0), json!(-1), json!("1"), json!(u64::MAX)] {
+        set("quantity", "/payload/items/0/quantity", wrong);
+    }
+    for wrong in [json!("eur"), json!("XXX"), json!(""), json!(7)] {
+        set("currency", "/payload/currency", wrong);
+    }
+    for wrong in [
+        json!(""),
+        json!("a b"),
+        json!("e\u{0}"),
+        json!(5),
+        json!("x".repeat(300)),
+    ] {
+        set("id", "/id", wrong);
+    }
+    for wrong in [json!("yesterday"), json!(""), json!(0)] {
+        set("published_at", "/published_at", wrong);
+    }
+    for wrong in [json!(null), json!([]), json!("order"), json!({})] {
+        set("payload", "/payload", wrong);
+    }
+    let mut ret = simulate::event(EventKind::ReturnProcessed, "ord-storm", 1);
+    ret["payload"]["items"][0]["quantity"] = json!(0);
+    values.push(("return quantity 0".into(), ret));
+    values
+}
+
 /// Header sets a client gets wrong.
 fn bad_headers() -> Vec<(String, Vec<(&'static str, HeaderValue)>)> {
     let v = |s: &'static str| HeaderValue::from_static(s);
@@ -323,6 +373,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/orders"),
     ("GET", "/orders/00000000-0000-0000-0000-000000000000"),
     ("GET", "/admin/orders"),
+    ("POST", "/webhooks/newstore"),
+    ("POST", "/webhooks/newstore/default"),
+    ("POST", "/webhooks/newstore/simulate"),
+    ("GET", "/newstore/events/evt_1"),
+    ("GET", "/newstore/orders/ord-1"),
     ("GET", "/health"),
     ("GET", "/ready"),
 ];
@@ -431,6 +486,21 @@ pub fn requests(hub: &Hub) -> Vec<(String, RequestBuilder)> {
         storm.push((
             format!("signed callback {value}"),
             signed("/webhooks/incoming", value, &format!("cb-{n}")),
+        ));
+    }
+    // NewStore events, validly signed, wrong inside.
+    for (what, value) in newstore_values() {
+        let raw = serde_json::to_vec(&value).unwrap();
+        let signature = ihub::integrations::newstore::signature::sign(
+            &ihub::config::Secret::new(crate::newstore::SECRET),
+            &raw,
+        );
+        storm.push((
+            format!("newstore {what}"),
+            hub.http
+                .post(url("/webhooks/newstore"))
+                .header("x-newstore-signature", signature)
+                .body(raw),
         ));
     }
     let callback = format!(

@@ -2,14 +2,8 @@
 
 pub mod hail;
 
-use crate::config::SecretVar;
+pub use super::config::HAIL_API_KEY;
 use crate::mocks::{End, Mock, Wire};
-
-/// The bearer key Hail takes (the default tenant's).
-pub const HAIL_API_KEY: SecretVar = SecretVar {
-    name: "HAIL_API_KEY",
-    demo: "dev-hail-key",
-};
 
 pub const HAIL: Mock = Mock {
     name: "Hail mock",

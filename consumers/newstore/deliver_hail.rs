@@ -1,0 +1,113 @@
+//! `deliver-hail` (OUTBOUND, `out.hail.>`): validates each Hail transaction against
+//! `schemas/newstore/`, POSTs it to its tenant's Hail with `Authorization: Bearer <key>` and
+//! `Idempotency-Key: <transaction id>`, and records every attempt. 2xx → the event is
+//! `delivered` (and a delivered sale releases what waited for it); 4xx other than 408/429 →
+//! the DLQ at once (`blocked`); anything else is retried with exponential backoff.
+
+use crate::db::attempts::{self, Attempt};
+use crate::http_client::{self, Verdict};
+use crate::integrations::newstore::config::NewStoreConfig;
+use crate::integrations::newstore::messages::{HailCommand, order_key};
+use crate::integrations::newstore::{store, subjects, transform};
+use crate::runtime::{Context, Delivery, Failure, Stage, StageResult, park};
+
+pub struct DeliverHail {
+    ctx: Context,
+    cfg: NewStoreConfig,
+}
+
+impl DeliverHail {
+    pub fn new(ctx: &Context, cfg: NewStoreConfig) -> Self {
+        Self {
+            ctx: ctx.clone(),
+            cfg,
+        }
+    }
+}
+
+impl DeliverHail {
+    /// A delivered sale releases what was parked for its order (after the delivery committed:
+    /// see `runtime::park` for why that order matters).
+    async fn release_after(&self, command: &HailCommand) -> StageResult {
+        if command.transaction.kind.as_str() == "sale" {
+            park::release(
+                &self.ctx.bus,
+                subjects::PARKING_DURABLE,
+                &order_key(&command.tenant, &command.order_id),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Stage for DeliverHail {
+    async fn handle(&self, delivery: &Delivery) -> StageResult {
+        let command: HailCommand = delivery.json()?;
+        let tenant = self.cfg.tenant(&command.tenant).ok_or_else(|| {
+            Failure::permanent(format!("no NewStore tenant {} is configured", command.tenant))
+        })?;
+        let db = &self.ctx.db;
+        if store::event_status(db, &command.tenant, &command.event_id)
+            .await?
+            .as_deref()
+            == Some("delivered")
+        {
+            // Delivered before (this is a redelivery, maybe after a crash before the
+            // release): release again; nothing parked is a cheap no-op.
+            return self.release_after(&command).await;
+        }
+        transform::validate(&command.transaction).map_err(|violations| {
+            Failure::permanent(format!(
+                "the Hail transaction does not match its schema: {}",
+                violations.join("; ")
+            ))
+        })?;
+        let transaction = &command.transaction;
+        let request = self
+            .ctx
+            .http
+            .post(&tenant.hail_url)
+            .bearer_auth(tenant.hail_api_key.expose())
+            .header("idempotency-key", &transaction.transaction_id)
+            .json(transaction);
+        let response = http_client::send("hail", request).await;
+        let attempt = Attempt::of(
+            "hail",
+            &transaction.transaction_id,
+            delivery.delivered,
+            &response,
+        );
+        attempts::record(db, &attempt).await?;
+        if response.verdict() != Verdict::Success {
+            store::set_event(
+                db,
+                &command.tenant,
+                &command.event_id,
+                "accepted",
+                None,
+                Some(&response.describe()),
+            )
+            .await?;
+            return Err(Failure::of_response(&response));
+        }
+        let kind = transaction.kind.as_str();
+        store::delivered(db, &command.tenant, &command.event_id, &command.order_id, kind).await?;
+        self.release_after(&command).await
+    }
+
+    async fn dead_lettered(&self, delivery: &Delivery, error: &str) -> anyhow::Result<()> {
+        if let Ok(command) = delivery.json::<HailCommand>() {
+            store::set_event(
+                &self.ctx.db,
+                &command.tenant,
+                &command.event_id,
+                "blocked",
+                None,
+                Some(error),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}

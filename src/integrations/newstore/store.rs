@@ -1,0 +1,271 @@
+//! NewStore's tables: `newstore_events` (every event and its status) and `newstore_orders`
+//! (per order: the order, and whether its sale and void went out).
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+
+use super::messages::Accepted;
+
+/// An event's row, as the status page shows it.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct EventRow {
+    pub tenant: String,
+    pub event_id: String,
+    pub name: String,
+    pub order_id: Option<String>,
+    pub status: String,
+    pub hail_transaction_id: Option<String>,
+    pub hail_transaction: Option<Value>,
+    pub last_error: Option<String>,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What was decided for an order so far (read under its row lock).
+#[derive(Debug, sqlx::FromRow)]
+pub struct OrderState {
+    pub payload: Option<Value>,
+    pub sale_status: String,
+    pub void_status: String,
+    pub cancelled: bool,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct OrderRow {
+    pub tenant: String,
+    pub order_id: String,
+    pub sale_status: String,
+    pub void_status: String,
+    pub cancelled: bool,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Records `event` as `accepted` unless it is known: `None` when new, else its status and the
+/// transaction it commanded.
+pub async fn claim_event(
+    tx: &mut PgConnection,
+    event: &Accepted,
+) -> sqlx::Result<Option<(String, Option<Value>)>> {
+    let return_event = event
+        .return_event
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|err| sqlx::Error::Encode(err.into()))?;
+    let inserted: Option<String> = sqlx::query_scalar(
+        "INSERT INTO newstore_events (tenant, event_id, name, order_id, status, return_event)
+         VALUES ($1, $2, $3, $4, 'accepted', $5)
+         ON CONFLICT (tenant, event_id) DO NOTHING
+         RETURNING status",
+    )
+    .bind(&event.tenant)
+    .bind(&event.event_id)
+    .bind(&event.name)
+    .bind(&event.order_id)
+    .bind(return_event)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if inserted.is_some() {
+        return Ok(None);
+    }
+    sqlx::query_as(
+        "SELECT status, hail_transaction FROM newstore_events
+         WHERE tenant = $1 AND event_id = $2 FOR UPDATE",
+    )
+    .bind(&event.tenant)
+    .bind(&event.event_id)
+    .fetch_optional(&mut *tx)
+    .await
+}
+
+/// The order's row, created if new, locked until the transaction ends: events of one order
+/// are decided one at a time.
+pub async fn lock_order(
+    tx: &mut PgConnection,
+    tenant: &str,
+    order_id: &str,
+) -> sqlx::Result<OrderState> {
+    sqlx::query(
+        "INSERT INTO newstore_orders (tenant, order_id) VALUES ($1, $2)
+         ON CONFLICT (tenant, order_id) DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(order_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query_as(
+        "SELECT payload, sale_status, void_status, cancelled FROM newstore_orders
+         WHERE tenant = $1 AND order_id = $2 FOR UPDATE",
+    )
+    .bind(tenant)
+    .bind(order_id)
+    .fetch_one(&mut *tx)
+    .await
+}
+
+/// The returns of an order sent to Hail before `except` (theirs, as NewStore listed them), in
+/// the order they were decided.
+pub async fn earlier_returns(
+    tx: &mut PgConnection,
+    tenant: &str,
+    order_id: &str,
+    except: &str,
+) -> sqlx::Result<Vec<Value>> {
+    sqlx::query_scalar(
+        "SELECT return_event FROM newstore_events
+         WHERE tenant = $1 AND order_id = $2 AND event_id <> $3
+           AND return_event IS NOT NULL AND hail_transaction IS NOT NULL
+           AND status IN ('accepted', 'delivered')
+         ORDER BY decided_at",
+    )
+    .bind(tenant)
+    .bind(order_id)
+    .bind(except)
+    .fetch_all(&mut *tx)
+    .await
+}
+
+/// Whether the order's sale reached Hail.
+pub async fn sale_delivered(db: &PgPool, tenant: &str, order_id: &str) -> sqlx::Result<bool> {
+    Ok(sqlx::query_scalar::<_, String>(
+        "SELECT sale_status FROM newstore_orders WHERE tenant = $1 AND order_id = $2",
+    )
+    .bind(tenant)
+    .bind(order_id)
+    .fetch_optional(db)
+    .await?
+    .as_deref()
+        == Some("delivered"))
+}
+
+/// Changes the order: its payload when given, sale/void status when given, cancelled when set.
+pub async fn update_order(
+    tx: &mut PgConnection,
+    tenant: &str,
+    order_id: &str,
+    payload: Option<&Value>,
+    sale_status: Option<&str>,
+    void_status: Option<&str>,
+    cancelled: bool,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE newstore_orders
+         SET payload = COALESCE($3, payload), sale_status = COALESCE($4, sale_status),
+             void_status = COALESCE($5, void_status), cancelled = cancelled OR $6,
+             updated_at = now()
+         WHERE tenant = $1 AND order_id = $2",
+    )
+    .bind(tenant)
+    .bind(order_id)
+    .bind(payload)
+    .bind(sale_status)
+    .bind(void_status)
+    .bind(cancelled)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Sets an event's status (and the transaction it commands, or the error that blocks it).
+pub async fn set_event<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    tenant: &str,
+    event_id: &str,
+    status: &str,
+    hail_transaction: Option<&Value>,
+    last_error: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE newstore_events
+         SET status = $3,
+             hail_transaction_id = COALESCE($4->>'transaction_id', hail_transaction_id),
+             hail_transaction = COALESCE($4, hail_transaction),
+             decided_at = CASE WHEN $4 IS NULL THEN decided_at ELSE clock_timestamp() END,
+             last_error = $5, updated_at = now()
+         WHERE tenant = $1 AND event_id = $2",
+    )
+    .bind(tenant)
+    .bind(event_id)
+    .bind(status)
+    .bind(hail_transaction)
+    .bind(last_error)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The status of an event, if known.
+pub async fn event_status(db: &PgPool, tenant: &str, event_id: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT status FROM newstore_events WHERE tenant = $1 AND event_id = $2")
+        .bind(tenant)
+        .bind(event_id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Hail answered 2xx for an event's transaction: the event is delivered and, for a sale or a
+/// void, so is the order's.
+pub async fn delivered(
+    db: &PgPool,
+    tenant: &str,
+    event_id: &str,
+    order_id: &str,
+    kind: &str,
+) -> sqlx::Result<()> {
+    let mut tx = db.begin().await?;
+    set_event(&mut *tx, tenant, event_id, "delivered", None, None).await?;
+    let (sale, void) = match kind {
+        "sale" => (Some("delivered"), None),
+        "void" => (None, Some("delivered")),
+        _ => (None, None),
+    };
+    if sale.is_some() || void.is_some() {
+        update_order(&mut tx, tenant, order_id, None, sale, void, false).await?;
+    }
+    tx.commit().await
+}
+
+pub async fn event(db: &PgPool, tenant: &str, event_id: &str) -> sqlx::Result<Option<EventRow>> {
+    sqlx::query_as("SELECT * FROM newstore_events WHERE tenant = $1 AND event_id = $2")
+        .bind(tenant)
+        .bind(event_id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn order(db: &PgPool, tenant: &str, order_id: &str) -> sqlx::Result<Option<OrderRow>> {
+    sqlx::query_as(
+        "SELECT tenant, order_id, sale_status, void_status, cancelled, updated_at
+         FROM newstore_orders WHERE tenant = $1 AND order_id = $2",
+    )
+    .bind(tenant)
+    .bind(order_id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn order_events(db: &PgPool, tenant: &str, order_id: &str) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as(
+        "SELECT * FROM newstore_events WHERE tenant = $1 AND order_id = $2
+         ORDER BY received_at, event_id",
+    )
+    .bind(tenant)
+    .bind(order_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Every call to Hail for a transaction: (attempt, status code, error).
+pub async fn attempts(
+    db: &PgPool,
+    transaction_id: &str,
+) -> sqlx::Result<Vec<(i32, Option<i32>, Option<String>)>> {
+    sqlx::query_as(
+        "SELECT attempt, status_code, error FROM delivery_attempts
+         WHERE target = 'hail' AND subject_id = $1 ORDER BY id",
+    )
+    .bind(transaction_id)
+    .fetch_all(db)
+    .await
+}
