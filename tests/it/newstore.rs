@@ -181,7 +181,7 @@ async fn bad_webhooks_get_their_4xx_and_change_nothing() {
 }
 
 #[tokio::test]
-async fn an_irrelevant_event_is_ignored_and_recorded() {
+async fn an_opened_order_is_recorded_and_an_irrelevant_event_ignored() {
     let hub = Hub::start(options()).await;
     let mut other = event(EventKind::OrderOpened, "ord-ign", 0);
     other["name"] = json!("fulfillment.shipped");
@@ -189,6 +189,12 @@ async fn an_irrelevant_event_is_ignored_and_recorded() {
     let (status, answer) = hub.webhook(&other).await;
     assert_eq!((status, answer["status"].as_str()), (202, Some("ignored")));
     hub.wait_for_event(&id, "ignored").await;
+    // order.opened is recorded; nothing goes to Hail.
+    let opened = event(EventKind::OrderOpened, "ord-ign", 1);
+    let (status, answer) = hub.webhook(&opened).await;
+    assert_eq!((status, answer["status"].as_str()), (202, Some("accepted")));
+    hub.wait_for_event(opened["id"].as_str().unwrap(), "recorded")
+        .await;
     assert!(hub.hail_ids().is_empty());
     hub.stop().await;
 }
