@@ -27,31 +27,8 @@ pub(super) async fn publish(
     delivery: &Delivery,
     error: &str,
 ) -> anyhow::Result<()> {
-    let mut dlq_headers = HeaderMap::new();
-    let mut original_msg_id = None;
-    if let Some(original) = delivery.headers() {
-        for (name, values) in original.iter() {
-            let name: &str = name.as_ref();
-            if name.eq_ignore_ascii_case(NATS_MSG_ID) {
-                original_msg_id = values.first().map(|v| v.as_str().to_string());
-                continue;
-            }
-            for value in values {
-                dlq_headers.append(name, value.as_str());
-            }
-        }
-    }
-    let full_subject = bus.names.subject(delivery.subject());
+    let mut dlq_headers = delivery.carried_headers(bus);
     dlq_headers.insert(headers::DLQ_CONSUMER, consumer);
-    dlq_headers.insert(headers::ORIGINAL_SUBJECT, full_subject.as_str());
-    dlq_headers.insert(headers::ORIGINAL_STREAM, delivery.stream.as_str());
-    dlq_headers.insert(
-        headers::ORIGINAL_SEQ,
-        delivery.stream_seq.to_string().as_str(),
-    );
-    if let Some(id) = original_msg_id {
-        dlq_headers.insert(headers::ORIGINAL_MSG_ID, id.as_str());
-    }
     dlq_headers.insert(headers::DELIVERIES, delivery.delivered.to_string().as_str());
     dlq_headers.insert(headers::ERROR, header_safe(error).as_str());
     dlq_headers.insert(headers::FAILED_AT, chrono::Utc::now().to_rfc3339().as_str());

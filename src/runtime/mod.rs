@@ -216,6 +216,34 @@ impl Delivery {
         self.headers()?.get(name).map(|v| v.as_str())
     }
 
+    /// Its headers to carry on a copy stored elsewhere (the DLQ, `PARKED`): the original ones
+    /// but `Nats-Msg-Id`, plus where it came from (`Ihub-Original-*`), so that it can go back.
+    pub(crate) fn carried_headers(&self, bus: &Bus) -> async_nats::HeaderMap {
+        use crate::nats::headers;
+        let mut carried = async_nats::HeaderMap::new();
+        let mut original_msg_id = None;
+        for (name, values) in self.headers().into_iter().flat_map(|h| h.iter()) {
+            let name: &str = name.as_ref();
+            if name.eq_ignore_ascii_case(async_nats::header::NATS_MESSAGE_ID.as_ref()) {
+                original_msg_id = values.first().map(|v| v.as_str().to_string());
+                continue;
+            }
+            for value in values {
+                carried.append(name, value.as_str());
+            }
+        }
+        carried.insert(
+            headers::ORIGINAL_SUBJECT,
+            bus.names.subject(self.subject()).as_str(),
+        );
+        carried.insert(headers::ORIGINAL_STREAM, self.stream.as_str());
+        carried.insert(headers::ORIGINAL_SEQ, self.stream_seq.to_string().as_str());
+        if let Some(id) = original_msg_id {
+            carried.insert(headers::ORIGINAL_MSG_ID, id.as_str());
+        }
+        carried
+    }
+
     /// The payload as JSON; a payload that does not parse is permanent (it never will).
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Failure> {
         serde_json::from_slice(self.payload()).map_err(|err| {

@@ -173,33 +173,8 @@ pub(super) async fn publish(
     reason: &str,
 ) -> anyhow::Result<u64> {
     let subject = subject(durable, key)?;
-    let mut parked = HeaderMap::new();
-    let mut original_msg_id = None;
-    if let Some(original) = delivery.headers() {
-        for (name, values) in original.iter() {
-            let name: &str = name.as_ref();
-            if name.eq_ignore_ascii_case(NATS_MSG_ID) {
-                original_msg_id = values.first().map(|v| v.as_str().to_string());
-                continue;
-            }
-            for value in values {
-                parked.append(name, value.as_str());
-            }
-        }
-    }
+    let mut parked = delivery.carried_headers(bus);
     parked.insert(headers::PARKED_BY, durable);
-    parked.insert(
-        headers::ORIGINAL_SUBJECT,
-        bus.names.subject(delivery.subject()).as_str(),
-    );
-    parked.insert(headers::ORIGINAL_STREAM, delivery.stream.as_str());
-    parked.insert(
-        headers::ORIGINAL_SEQ,
-        delivery.stream_seq.to_string().as_str(),
-    );
-    if let Some(id) = original_msg_id {
-        parked.insert(headers::ORIGINAL_MSG_ID, id.as_str());
-    }
     parked.insert(headers::PARK_KEY, header_safe(key).as_str());
     parked.insert(headers::PARK_REASON, header_safe(reason).as_str());
     parked.insert(headers::PARKED_AT, chrono::Utc::now().to_rfc3339().as_str());

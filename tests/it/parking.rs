@@ -2,22 +2,20 @@
 //! release runs that key's messages again in parking order, and no other key waits.
 
 use std::collections::HashSet;
-use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{consumer::pull, stream};
-use ihub::nats::{Bus, headers, provision};
-use ihub::runtime::{self, Delivery, Failure, Readiness, Schedule, Spec, Stage, StageResult, park};
+use ihub::nats::{Bus, headers};
+use ihub::runtime::{Delivery, Failure, Readiness, Spec, Stage, StageResult, park};
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::eventually;
+use crate::support::test_stream::{DURABLE, TestStream};
 
 const WAIT: Duration = Duration::from_secs(10);
-const DURABLE: &str = "test-stage";
 
 #[derive(Deserialize)]
 struct Event {
@@ -112,54 +110,24 @@ impl Stage for Waiter {
     }
 }
 
-/// A private stream `TEST` (subjects `test.>`) with durable `test-stage`, plus the shared
-/// streams (`PARKED` and the DLQ among them).
-struct Bench {
-    bus: Bus,
+/// The test stream, with the helpers these tests share.
+struct Bench(TestStream);
+
+impl std::ops::Deref for Bench {
+    type Target = TestStream;
+
+    fn deref(&self) -> &TestStream {
+        &self.0
+    }
 }
 
 impl Bench {
     async fn new() -> Bench {
-        crate::support::init_logs();
-        let prefix = crate::support::unique('p');
-        let bus = Bus::connect(&crate::support::nats_url(), &prefix, "ihub-parking-test")
-            .await
-            .unwrap();
-        let defs = provision::definitions(&bus.names, None, &[]).unwrap();
-        provision::apply(&bus.js, &defs, |_| {}).await.unwrap();
-        let stream = bus
-            .js
-            .create_stream(stream::Config {
-                name: bus.names.stream("TEST"),
-                subjects: vec![bus.names.subject("test.>")],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        stream
-            .create_consumer(pull::Config {
-                durable_name: Some(DURABLE.into()),
-                filter_subject: bus.names.subject("test.>"),
-                ack_wait: Duration::from_secs(5),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        Bench { bus }
+        Bench(TestStream::new('p', Duration::from_secs(5)).await)
     }
 
     fn spec(&self, attempts: u32, breaker: Option<(u32, Duration)>) -> Spec {
-        Spec {
-            durable: DURABLE,
-            stream: "TEST",
-            schedule: Schedule::Exponential {
-                base: Duration::from_millis(10),
-                max: Duration::from_millis(50),
-                attempts,
-            },
-            concurrency: 1,
-            breaker,
-        }
+        self.0.spec(attempts, 1, breaker)
     }
 
     async fn run(
@@ -168,10 +136,7 @@ impl Bench {
         stage: Arc<Waiter>,
         stop: &CancellationToken,
     ) -> JoinHandle<anyhow::Result<()>> {
-        let pulling = runtime::start(self.bus.clone(), spec, stage, stop.clone())
-            .await
-            .expect("bound");
-        tokio::spawn(pulling.into_future())
+        self.pulling(spec, stage, stop).await
     }
 
     async fn publish(&self, key: &str, n: u64) {
@@ -201,59 +166,18 @@ impl Bench {
         .await
     }
 
-    /// Waits until the durable has nothing pending or unacked.
-    async fn until_idle(&self) {
-        eventually("the durable idle", WAIT, || async {
-            let mut consumer: async_nats::jetstream::consumer::PullConsumer = self
-                .bus
-                .stream("TEST")
-                .await
-                .unwrap()
-                .get_consumer(DURABLE)
-                .await
-                .unwrap();
-            let info = consumer.info().await.unwrap();
-            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
-        })
-        .await;
-    }
-
-    async fn consumer_info(&self) -> async_nats::jetstream::consumer::Info {
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer = self
-            .bus
-            .stream("TEST")
-            .await
-            .unwrap()
-            .get_consumer(DURABLE)
-            .await
-            .unwrap();
-        consumer.info().await.unwrap().clone()
-    }
-
     /// Messages stored in `TEST`: originals plus released copies.
     async fn stored(&self) -> u64 {
         let stream = self.bus.stream("TEST").await.unwrap();
         stream.get_info().await.unwrap().state.messages
     }
-}
 
-impl Drop for Bench {
-    fn drop(&mut self) {
-        // The test's runtime is blocked in this drop: clean up over a connection of our own.
-        let prefix = self.bus.names.prefix().to_string();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let bus =
-                    Bus::connect(&crate::support::nats_url(), &prefix, "ihub-test-cleanup").await?;
-                let _ = bus.js.delete_stream(bus.names.stream("TEST")).await;
-                provision::delete_all(&bus.js, &bus.names).await
-            })
+    /// Waits until the durable has nothing pending or unacked.
+    async fn until_idle(&self) {
+        eventually("the durable idle", WAIT, || async {
+            (self.backlog().await == (0, 0)).then_some(())
         })
-        .join();
+        .await;
     }
 }
 
@@ -455,7 +379,7 @@ async fn a_park_calls_the_hook_and_spends_no_attempt() {
             ("D".to_string(), 2, 1, "D is not ready".to_string()),
         ]
     );
-    let info = bench.consumer_info().await;
+    let info = bench.info().await;
     assert_eq!(info.num_redelivered, 0, "acked, not retried");
     assert!(
         ihub::runtime::dlq::list(&bench.bus, None)

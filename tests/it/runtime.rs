@@ -4,16 +4,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use std::future::IntoFuture;
-
-use async_nats::jetstream::{consumer::pull, stream};
 use bytes::Bytes;
-use ihub::nats::{Bus, headers, provision};
-use ihub::runtime::{self, Delivery, Failure, Schedule, Spec, Stage, StageResult};
+use ihub::nats::headers;
+use ihub::runtime::{self, Delivery, Failure, Spec, Stage, StageResult};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::eventually;
+use crate::support::test_stream::TestStream;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -71,53 +69,24 @@ impl Stage for Scripted {
     }
 }
 
-/// A private stream `TEST` (subjects `test.>`) with durable `test-stage`, plus the DLQ.
-struct Bench {
-    bus: Bus,
+/// The test stream, with the helpers these tests share.
+struct Bench(TestStream);
+
+impl std::ops::Deref for Bench {
+    type Target = TestStream;
+
+    fn deref(&self) -> &TestStream {
+        &self.0
+    }
 }
 
 impl Bench {
     async fn new(ack_wait: Duration) -> Bench {
-        crate::support::init_logs();
-        let prefix = crate::support::unique('r');
-        let bus = Bus::connect(&crate::support::nats_url(), &prefix, "ihub-runtime-test")
-            .await
-            .unwrap();
-        let defs = provision::definitions(&bus.names, None, &[]).unwrap();
-        provision::apply(&bus.js, &defs, |_| {}).await.unwrap();
-        let stream = bus
-            .js
-            .create_stream(stream::Config {
-                name: bus.names.stream("TEST"),
-                subjects: vec![bus.names.subject("test.>")],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        stream
-            .create_consumer(pull::Config {
-                durable_name: Some("test-stage".into()),
-                filter_subject: bus.names.subject("test.>"),
-                ack_wait,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        Bench { bus }
+        Bench(TestStream::new('r', ack_wait).await)
     }
 
     fn spec(&self, attempts: u32, concurrency: usize) -> Spec {
-        Spec {
-            durable: "test-stage",
-            stream: "TEST",
-            schedule: Schedule::Exponential {
-                base: Duration::from_millis(10),
-                max: Duration::from_millis(50),
-                attempts,
-            },
-            concurrency,
-            breaker: None,
-        }
+        self.0.spec(attempts, concurrency, None)
     }
 
     fn run(
@@ -127,19 +96,6 @@ impl Bench {
         stop: &CancellationToken,
     ) -> JoinHandle<anyhow::Result<()>> {
         tokio::spawn(runtime::run(self.bus.clone(), spec, stage, stop.clone()))
-    }
-
-    /// Binds the durable and starts pulling; returns once messages can flow to `stage`.
-    async fn pulling(
-        &self,
-        spec: Spec,
-        stage: Arc<Scripted>,
-        stop: &CancellationToken,
-    ) -> JoinHandle<anyhow::Result<()>> {
-        let pulling = runtime::start(self.bus.clone(), spec, stage, stop.clone())
-            .await
-            .expect("bound");
-        tokio::spawn(pulling.into_future())
     }
 
     async fn publish(&self, subject: &str, msg_id: &str) {
@@ -152,45 +108,6 @@ impl Bench {
             )
             .await
             .unwrap();
-    }
-
-    /// (pending, ack pending) of the durable.
-    async fn backlog(&self) -> (u64, usize) {
-        let info = self.info().await;
-        (info.num_pending, info.num_ack_pending)
-    }
-
-    /// The durable as the server sees it (deliveries, redeliveries, acks).
-    async fn info(&self) -> async_nats::jetstream::consumer::Info {
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer = self
-            .bus
-            .stream("TEST")
-            .await
-            .unwrap()
-            .get_consumer("test-stage")
-            .await
-            .unwrap();
-        consumer.info().await.unwrap().clone()
-    }
-}
-
-impl Drop for Bench {
-    fn drop(&mut self) {
-        // The test's runtime is blocked in this drop: clean up over a connection of our own.
-        let prefix = self.bus.names.prefix().to_string();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let bus =
-                    Bus::connect(&crate::support::nats_url(), &prefix, "ihub-test-cleanup").await?;
-                let _ = bus.js.delete_stream(bus.names.stream("TEST")).await;
-                provision::delete_all(&bus.js, &bus.names).await
-            })
-        })
-        .join();
     }
 }
 

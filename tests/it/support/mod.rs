@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod outage;
 pub mod process;
+pub mod test_stream;
 
 use std::collections::HashMap;
 use std::future::Future;
