@@ -27,15 +27,16 @@ use crate::nats::Bus;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The load to drive: `wallet`, signed debits timed to the operator mock;
-    /// `reconciliation`, a report over a large mirror (needs only Postgres).
-    #[arg(long, default_value = "wallet", value_parser = ["wallet", "reconciliation"])]
+    /// `reconciliation`, a report over a large mirror (needs only Postgres); `newstore`,
+    /// signed `order.completed` webhooks timed to the Hail mock.
+    #[arg(long, default_value = "wallet", value_parser = ["wallet", "reconciliation", "newstore"])]
     pub scenario: String,
     /// Print the results as one JSON object on stdout (progress goes to stderr).
     #[arg(long)]
     pub json: bool,
-    /// The hub's ingress.
-    #[arg(long, default_value = "http://127.0.0.1:8000")]
-    pub url: String,
+    /// The hub's ingress (default: http://127.0.0.1:8000; `newstore`: HTTP_ADDR's).
+    #[arg(long)]
+    pub url: Option<String>,
     /// The operator mock the hub calls; end-to-end times are read from it.
     #[arg(long, default_value = "http://127.0.0.1:8001")]
     pub operator_url: String,
@@ -46,7 +47,7 @@ pub struct Args {
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
     /// Requests/s for the end-to-end phase (default: half the rate the whole hub sustained in
-    /// the accept phase).
+    /// the accept phase; `newstore`: 500).
     #[arg(long)]
     pub e2e_rate: Option<f64>,
     /// Phases to run: raw, accept, e2e (comma-separated).
@@ -71,10 +72,10 @@ pub enum Phase {
 
 /// Latencies in microseconds.
 #[derive(Default)]
-struct Samples(Vec<u64>);
+pub(crate) struct Samples(pub(crate) Vec<u64>);
 
 impl Samples {
-    fn percentile(&mut self, p: f64) -> Duration {
+    pub(crate) fn percentile(&mut self, p: f64) -> Duration {
         if self.0.is_empty() {
             return Duration::ZERO;
         }
@@ -84,7 +85,7 @@ impl Samples {
     }
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
@@ -122,14 +123,16 @@ impl Client {
     }
 }
 
-
-fn millis(d: Duration) -> f64 {
+pub(crate) fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e5).round() / 100.0
 }
 
 pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
     if args.scenario == "reconciliation" {
         return super::reconciliation::bench::run(cfg, &args.reconciliation, args.json).await;
+    }
+    if args.scenario == "newstore" {
+        return crate::integrations::newstore::bench::run(cfg, &args).await;
     }
     crate::report::summary_on_stdout(args.json);
     let concurrency = args.concurrency.max(1);
@@ -142,7 +145,7 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| WALLET_HMAC.demo.to_string());
     let client = Arc::new(Client {
         rgs: Rgs::new(
-            &args.url,
+            args.url.as_deref().unwrap_or("http://127.0.0.1:8000"),
             Secret::new(secret),
             concurrency,
             Duration::from_secs(10),
@@ -277,7 +280,9 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn raw_baseline(bus: &Bus, concurrency: usize, duration: Duration) -> anyhow::Result<f64> {
+/// Plain JetStream publishes of 256 bytes, each ack awaited, `concurrency` in flight, to a
+/// scratch stream (deleted after): messages/s.
+pub(crate) async fn raw_baseline(bus: &Bus, concurrency: usize, duration: Duration) -> anyhow::Result<f64> {
     let id = Uuid::new_v4().simple().to_string()[..8].to_string();
     let name = bus.names.stream(&format!("BENCH_RAW_{id}"));
     let subject = bus.names.subject(&format!("bench.raw.{id}"));
