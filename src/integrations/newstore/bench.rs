@@ -31,7 +31,7 @@ use super::domain::EventKind;
 use super::mocks::HAIL;
 use super::simulate;
 use crate::config::{Config, Secret};
-use crate::integrations::wallet::bench::{Args, Phase, Samples, millis, ms, raw_baseline};
+use crate::bench::{Load as Args, Phase, Samples, millis, ms, raw_baseline};
 use crate::nats::Bus;
 
 /// The end-to-end rate when `--e2e-rate` is not given.
