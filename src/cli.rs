@@ -373,6 +373,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             client::simulate(&sender, kind, count, order_id.as_deref()).await
         }
+        Command::Bench(args) if args.scenario == "newstore" => {
+            crate::integrations::newstore::bench::run(&Config::from_env()?, &args.load()).await
+        }
         Command::Bench(args) => bench::run(&Config::from_env()?, args).await,
         Command::Chaos(args) => chaos::run(args).await,
     }

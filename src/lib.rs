@@ -5,6 +5,7 @@
 //! each integration is a folder under `integrations/` (its consumers mounted from
 //! `consumers/<name>/`) listed once in [`integrations::ALL`].
 
+pub mod bench;
 pub mod chaos;
 pub mod cli;
 pub mod config;

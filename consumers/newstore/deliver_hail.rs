@@ -4,7 +4,7 @@
 //! `delivered` (and a delivered sale releases what waited for it); 4xx other than 408/429 →
 //! the DLQ at once (`blocked`); anything else is retried with exponential backoff.
 
-use crate::db::attempts::{self, Attempt};
+use crate::db::attempts::Attempt;
 use crate::http_client::{self, Verdict};
 use crate::integrations::newstore::config::NewStoreConfig;
 use crate::integrations::newstore::messages::{HailCommand, order_key};
@@ -78,21 +78,23 @@ impl Stage for DeliverHail {
             delivery.delivered,
             &response,
         );
-        attempts::record(db, &attempt).await?;
-        if response.verdict() != Verdict::Success {
-            store::set_event(
-                db,
-                &command.tenant,
-                &command.event_id,
-                "accepted",
-                None,
-                Some(&response.describe()),
-            )
-            .await?;
+        let success = response.verdict() == Verdict::Success;
+        let error = (!success).then(|| response.describe());
+        // The attempt and what it means for the event and its order: one statement.
+        store::delivery_attempted(
+            db,
+            &command.tenant,
+            &command.event_id,
+            &command.order_id,
+            transaction.kind.as_str(),
+            success,
+            error.as_deref(),
+            &attempt,
+        )
+        .await?;
+        if !success {
             return Err(Failure::of_response(&response));
         }
-        let kind = transaction.kind.as_str();
-        store::delivered(db, &command.tenant, &command.event_id, &command.order_id, kind).await?;
         self.release_after(&command).await
     }
 

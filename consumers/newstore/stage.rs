@@ -107,9 +107,7 @@ impl Stage for StageNewStore {
             Decision::Park(_) => ("parked", None, None),
             Decision::Blocked(why) => ("blocked", None, Some(why.as_str())),
         };
-        store::set_event(&mut *tx, &event.tenant, &event.event_id, status, transaction, error)
-            .await?;
-        apply(&mut tx, &event, kind, &decision).await?;
+        apply(&mut tx, &event, kind, &decision, (status, transaction, error)).await?;
         tx.commit().await?;
         match decision {
             Decision::Send(transaction) => self.command(&event, transaction).await,
@@ -151,12 +149,14 @@ impl Stage for StageNewStore {
     }
 }
 
-/// The order row's changes that go with `decision`.
+/// The event's new status (its transaction, its error) and the order row's changes that go
+/// with `decision`, in one statement.
 async fn apply(
     tx: &mut sqlx::PgConnection,
     event: &Accepted,
     kind: EventKind,
     decision: &Decision,
+    (status, transaction, error): (&str, Option<&Value>, Option<&str>),
 ) -> StageResult {
     let order_id = event.order_id.as_deref().unwrap_or_default();
     let payload = event
@@ -172,9 +172,13 @@ async fn apply(
         _ => (None, None, false),
     };
     let keep_payload = matches!(kind, EventKind::OrderOpened | EventKind::OrderCompleted);
-    store::update_order(
+    store::decided(
         tx,
         &event.tenant,
+        &event.event_id,
+        status,
+        transaction,
+        error,
         order_id,
         payload.as_ref().filter(|_| keep_payload),
         sale,

@@ -3,6 +3,7 @@
 mod support;
 
 mod architecture;
+mod bench_newstore;
 mod chaos;
 mod cluster;
 mod hardening;

@@ -5,6 +5,7 @@
 //! delivered) → `out.hail.transaction` → `deliver-hail` (Hail; a delivered sale releases what
 //! was parked for its order).
 
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod domain;

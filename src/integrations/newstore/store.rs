@@ -1,9 +1,13 @@
 //! NewStore's tables: `newstore_events` (every event and its status) and `newstore_orders`
 //! (per order: the order, and whether its sale and void went out).
 
+use std::sync::LazyLock;
+
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
+
+use crate::db::attempts::{self, Attempt};
 
 use super::messages::Accepted;
 
@@ -80,20 +84,26 @@ pub async fn claim_event(
 }
 
 /// The order's row, created if new, locked until the transaction ends: events of one order
-/// are decided one at a time.
+/// are decided one at a time. A new order costs one statement: the row this transaction
+/// inserts is its own until it ends (a concurrent insert of the same order waits for it, then
+/// reads it under the lock below).
 pub async fn lock_order(
     tx: &mut PgConnection,
     tenant: &str,
     order_id: &str,
 ) -> sqlx::Result<OrderState> {
-    sqlx::query(
+    let created: Option<OrderState> = sqlx::query_as(
         "INSERT INTO newstore_orders (tenant, order_id) VALUES ($1, $2)
-         ON CONFLICT (tenant, order_id) DO NOTHING",
+         ON CONFLICT (tenant, order_id) DO NOTHING
+         RETURNING payload, sale_status, void_status, cancelled",
     )
     .bind(tenant)
     .bind(order_id)
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
+    if let Some(state) = created {
+        return Ok(state);
+    }
     sqlx::query_as(
         "SELECT payload, sale_status, void_status, cancelled FROM newstore_orders
          WHERE tenant = $1 AND order_id = $2 FOR UPDATE",
@@ -139,10 +149,17 @@ pub async fn sale_delivered(db: &PgPool, tenant: &str, order_id: &str) -> sqlx::
         == Some("delivered"))
 }
 
-/// Changes the order: its payload when given, sale/void status when given, cancelled when set.
-pub async fn update_order(
+/// What the stage decided for an event ([`set_event`]'s columns) and the order's changes that
+/// go with it (its payload, sale and void status when given, cancelled when set), in one
+/// statement.
+#[allow(clippy::too_many_arguments)]
+pub async fn decided(
     tx: &mut PgConnection,
     tenant: &str,
+    event_id: &str,
+    status: &str,
+    hail_transaction: Option<&Value>,
+    last_error: Option<&str>,
     order_id: &str,
     payload: Option<&Value>,
     sale_status: Option<&str>,
@@ -150,13 +167,26 @@ pub async fn update_order(
     cancelled: bool,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE newstore_orders
-         SET payload = COALESCE($3, payload), sale_status = COALESCE($4, sale_status),
-             void_status = COALESCE($5, void_status), cancelled = cancelled OR $6,
+        "WITH event AS (
+           UPDATE newstore_events
+           SET status = $3,
+               hail_transaction_id = COALESCE($4->>'transaction_id', hail_transaction_id),
+               hail_transaction = COALESCE($4, hail_transaction),
+               decided_at = CASE WHEN $4 IS NULL THEN decided_at ELSE clock_timestamp() END,
+               last_error = $5, updated_at = now()
+           WHERE tenant = $1 AND event_id = $2
+         )
+         UPDATE newstore_orders
+         SET payload = COALESCE($7, payload), sale_status = COALESCE($8, sale_status),
+             void_status = COALESCE($9, void_status), cancelled = cancelled OR $10,
              updated_at = now()
-         WHERE tenant = $1 AND order_id = $2",
+         WHERE tenant = $1 AND order_id = $6",
     )
     .bind(tenant)
+    .bind(event_id)
+    .bind(status)
+    .bind(hail_transaction)
+    .bind(last_error)
     .bind(order_id)
     .bind(payload)
     .bind(sale_status)
@@ -204,26 +234,47 @@ pub async fn event_status(db: &PgPool, tenant: &str, event_id: &str) -> sqlx::Re
         .await
 }
 
-/// Hail answered 2xx for an event's transaction: the event is delivered and, for a sale or a
-/// void, so is the order's.
-pub async fn delivered(
+/// One call to Hail for an event's transaction, and what it means, in one statement (one
+/// round trip, one commit): the attempt is recorded; on success (`delivered`) the event is
+/// `delivered` and, for a sale or a void, so is the order's; else the event stays `accepted`
+/// with `error`.
+#[allow(clippy::too_many_arguments)]
+pub async fn delivery_attempted(
     db: &PgPool,
     tenant: &str,
     event_id: &str,
     order_id: &str,
     kind: &str,
+    delivered: bool,
+    error: Option<&str>,
+    attempt: &Attempt,
 ) -> sqlx::Result<()> {
-    let mut tx = db.begin().await?;
-    set_event(&mut *tx, tenant, event_id, "delivered", None, None).await?;
-    let (sale, void) = match kind {
-        "sale" => (Some("delivered"), None),
-        "void" => (None, Some("delivered")),
-        _ => (None, None),
-    };
-    if sale.is_some() || void.is_some() {
-        update_order(&mut tx, tenant, order_id, None, sale, void, false).await?;
-    }
-    tx.commit().await
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH {},
+             event AS (
+               UPDATE newstore_events
+               SET status = CASE WHEN $5 THEN 'delivered' ELSE 'accepted' END,
+                   last_error = $6, updated_at = now()
+               WHERE tenant = $1 AND event_id = $2
+             )
+             UPDATE newstore_orders
+             SET sale_status = CASE WHEN $4 = 'sale' THEN 'delivered' ELSE sale_status END,
+                 void_status = CASE WHEN $4 = 'void' THEN 'delivered' ELSE void_status END,
+                 updated_at = now()
+             WHERE $5 AND $4 IN ('sale', 'void') AND tenant = $1 AND order_id = $3",
+            attempts::cte(7)
+        )
+    });
+    let query = sqlx::query(SQL.as_str())
+        .bind(tenant)
+        .bind(event_id)
+        .bind(order_id)
+        .bind(kind)
+        .bind(delivered)
+        .bind(error);
+    crate::bind_attempt!(query, attempt).execute(db).await?;
+    Ok(())
 }
 
 pub async fn event(db: &PgPool, tenant: &str, event_id: &str) -> sqlx::Result<Option<EventRow>> {

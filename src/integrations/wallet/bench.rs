@@ -12,14 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
-use async_nats::jetstream::stream;
-use bytes::Bytes;
+use anyhow::bail;
 use serde_json::json;
 use tokio::sync::{Mutex, Semaphore};
 use uuid::Uuid;
 
 use super::client::{self, Rgs};
+pub use crate::bench::Phase;
+use crate::bench::{Samples, millis, ms, raw_baseline};
 use super::config::WALLET_HMAC;
 use crate::config::{Config, Secret};
 use crate::nats::Bus;
@@ -27,15 +27,17 @@ use crate::nats::Bus;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The load to drive: `wallet`, signed debits timed to the operator mock;
-    /// `reconciliation`, a report over a large mirror (needs only Postgres).
-    #[arg(long, default_value = "wallet", value_parser = ["wallet", "reconciliation"])]
+    /// `reconciliation`, a report over a large mirror (needs only Postgres); `newstore`,
+    /// signed `order.completed` webhooks timed to the Hail mock (`ihub bench` hands it to
+    /// the NewStore integration).
+    #[arg(long, default_value = "wallet", value_parser = ["wallet", "reconciliation", "newstore"])]
     pub scenario: String,
     /// Print the results as one JSON object on stdout (progress goes to stderr).
     #[arg(long)]
     pub json: bool,
-    /// The hub's ingress.
-    #[arg(long, default_value = "http://127.0.0.1:8000")]
-    pub url: String,
+    /// The hub's ingress (default: http://127.0.0.1:8000; `newstore`: HTTP_ADDR's).
+    #[arg(long)]
+    pub url: Option<String>,
     /// The operator mock the hub calls; end-to-end times are read from it.
     #[arg(long, default_value = "http://127.0.0.1:8001")]
     pub operator_url: String,
@@ -46,7 +48,7 @@ pub struct Args {
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
     /// Requests/s for the end-to-end phase (default: half the rate the whole hub sustained in
-    /// the accept phase).
+    /// the accept phase; `newstore`: 500).
     #[arg(long)]
     pub e2e_rate: Option<f64>,
     /// Phases to run: raw, accept, e2e (comma-separated).
@@ -59,33 +61,18 @@ pub struct Args {
     pub reconciliation: super::reconciliation::bench::ReconciliationArgs,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Phase {
-    /// Plain JetStream publishes, each ack awaited.
-    Raw,
-    /// Signed debits as fast as the callers can send them.
-    Accept,
-    /// Debits at half the accepted rate, timed to the operator mock.
-    E2e,
-}
-
-/// Latencies in microseconds.
-#[derive(Default)]
-struct Samples(Vec<u64>);
-
-impl Samples {
-    fn percentile(&mut self, p: f64) -> Duration {
-        if self.0.is_empty() {
-            return Duration::ZERO;
+impl Args {
+    /// The options every scenario reads.
+    pub fn load(&self) -> crate::bench::Load {
+        crate::bench::Load {
+            url: self.url.clone(),
+            concurrency: self.concurrency,
+            duration: self.duration,
+            e2e_rate: self.e2e_rate,
+            phases: self.phases.clone(),
+            json: self.json,
         }
-        self.0.sort_unstable();
-        let rank = ((p * self.0.len() as f64).ceil() as usize).clamp(1, self.0.len());
-        Duration::from_micros(self.0[rank - 1])
     }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
 struct Client {
@@ -122,11 +109,6 @@ impl Client {
     }
 }
 
-
-fn millis(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e5).round() / 100.0
-}
-
 pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
     if args.scenario == "reconciliation" {
         return super::reconciliation::bench::run(cfg, &args.reconciliation, args.json).await;
@@ -142,7 +124,7 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| WALLET_HMAC.demo.to_string());
     let client = Arc::new(Client {
         rgs: Rgs::new(
-            &args.url,
+            args.url.as_deref().unwrap_or("http://127.0.0.1:8000"),
             Secret::new(secret),
             concurrency,
             Duration::from_secs(10),
@@ -275,50 +257,6 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
         println!("{summary}");
     }
     Ok(())
-}
-
-async fn raw_baseline(bus: &Bus, concurrency: usize, duration: Duration) -> anyhow::Result<f64> {
-    let id = Uuid::new_v4().simple().to_string()[..8].to_string();
-    let name = bus.names.stream(&format!("BENCH_RAW_{id}"));
-    let subject = bus.names.subject(&format!("bench.raw.{id}"));
-    bus.js
-        .create_stream(stream::Config {
-            name: name.clone(),
-            subjects: vec![subject.clone()],
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .context("could not create the scratch stream")?;
-    let payload = Bytes::from(vec![b'x'; 256]);
-    let published = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let deadline = started + duration;
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (js, subject, payload, published) = (
-            bus.js.clone(),
-            subject.clone(),
-            payload.clone(),
-            published.clone(),
-        );
-        workers.spawn(async move {
-            while Instant::now() < deadline {
-                js.publish(subject.clone(), payload.clone()).await?.await?;
-                published.fetch_add(1, Ordering::Relaxed);
-            }
-            anyhow::Ok(())
-        });
-    }
-    let result = workers
-        .join_all()
-        .await
-        .into_iter()
-        .collect::<anyhow::Result<Vec<_>>>();
-    let elapsed = started.elapsed();
-    let _ = bus.js.delete_stream(&name).await;
-    result?;
-    Ok(published.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64())
 }
 
 async fn closed_loop(
