@@ -10,8 +10,20 @@
 //!
 //! Parked events are released by `deliver-hail` when the order's sale is delivered, and come
 //! back here, in the order they were parked.
+//!
+//! **Group commit.** The messages in hand are decided together: each `handle` hands its event
+//! to one task per process, which decides every event waiting at that moment in one Postgres
+//! transaction (in arrival order, each under its order's row lock) and commits once; each
+//! message is acked only after that commit, and its Hail transaction published after it. A
+//! batch that fails as a whole (one event's error, a deadlock with another process) is decided
+//! again one event per transaction, so one bad event never holds up the others. At a low rate
+//! a batch is one event and nothing waits; under load the commits (and their fsyncs) are shared.
+
+use std::sync::Arc;
 
 use serde_json::Value;
+use sqlx::PgConnection;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::integrations::newstore::config::NewStoreConfig;
 use crate::integrations::newstore::domain::{self, EventKind, Order};
@@ -20,17 +32,132 @@ use crate::integrations::newstore::{store, subjects, transform};
 use crate::runtime::{Context, Delivery, Failure, Readiness, Stage, StageResult};
 
 pub struct StageNewStore {
+    decider: Arc<Decider>,
+    jobs: mpsc::Sender<Job>,
+}
+
+/// Decides events: the stage's state, shared with its batching task.
+struct Decider {
     ctx: Context,
     cfg: NewStoreConfig,
 }
 
+/// One event waiting for the next batch, and where its outcome goes.
+struct Job {
+    event: Accepted,
+    decided: oneshot::Sender<Result<After, Failure>>,
+}
+
+/// What is left to do once the decision is committed.
+enum After {
+    Publish(Value),
+    Park(&'static str),
+    Nothing,
+}
+
+/// The most events decided in one transaction.
+const MAX_BATCH: usize = 64;
+
 impl StageNewStore {
     pub fn new(ctx: &Context, cfg: NewStoreConfig) -> Self {
-        Self {
+        let decider = Arc::new(Decider {
             ctx: ctx.clone(),
             cfg,
+        });
+        let (jobs, queue) = mpsc::channel(MAX_BATCH * 4);
+        tokio::spawn(decide_in_batches(decider.clone(), queue));
+        Self { decider, jobs }
+    }
+}
+
+/// Takes every job waiting (at most [`MAX_BATCH`]), decides them in one transaction, answers
+/// each; ends when the stage is dropped.
+async fn decide_in_batches(decider: Arc<Decider>, mut queue: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let jobs = std::mem::take(&mut batch);
+        match decider.decide_together(&jobs).await {
+            Ok(outcomes) => {
+                for (job, after) in jobs.into_iter().zip(outcomes) {
+                    let _ = job.decided.send(Ok(after));
+                }
+            }
+            Err(err) => {
+                if jobs.len() > 1 {
+                    tracing::debug!(error = %err, events = jobs.len(), "batch failed: deciding one by one");
+                }
+                for job in jobs {
+                    let outcome = decider.decide_alone(&job.event).await;
+                    let _ = job.decided.send(outcome);
+                }
+            }
         }
     }
+}
+
+impl Decider {
+    /// Every job's event in one transaction; any error abandons the whole batch.
+    async fn decide_together(&self, jobs: &[Job]) -> Result<Vec<After>, Failure> {
+        let mut tx = self.ctx.db.begin().await?;
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            outcomes.push(self.decide(&mut tx, &job.event).await?);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn decide_alone(&self, event: &Accepted) -> Result<After, Failure> {
+        let mut tx = self.ctx.db.begin().await?;
+        let after = self.decide(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    /// Records `event` once and decides it inside `tx`, under its order's row lock.
+    async fn decide(&self, tx: &mut PgConnection, event: &Accepted) -> Result<After, Failure> {
+        match store::claim_event(tx, event).await? {
+            None => {}
+            // Parked before: it was released, decide again.
+            Some((status, _)) if status == "parked" => {}
+            // Decided before, and its transaction may not have been published (a crash after
+            // the commit): publish again; the stream and Hail drop the duplicate.
+            Some((status, Some(transaction))) if status == "accepted" => {
+                return Ok(After::Publish(transaction));
+            }
+            Some(_) => return Ok(After::Nothing),
+        }
+        let (Some(kind), Some(order_id)) = (event.kind, event.order_id.as_deref()) else {
+            store::set_event(&mut *tx, &event.tenant, &event.event_id, "ignored", None, None)
+                .await?;
+            return Ok(After::Nothing);
+        };
+        let tenant = self.cfg.tenant(&event.tenant).ok_or_else(|| {
+            Failure::permanent(format!("no NewStore tenant {} is configured", event.tenant))
+        })?;
+        let state = store::lock_order(tx, &event.tenant, order_id).await?;
+        let returned = if kind == EventKind::ReturnProcessed {
+            store::earlier_returns(tx, &event.tenant, order_id, &event.event_id).await?
+        } else {
+            Vec::new()
+        };
+        let decision = decide(kind, event, &state, &returned, |order| {
+            tenant.hail_store(&order.store_id)
+        })?;
+        let (status, transaction, error) = match &decision {
+            Decision::Send(transaction) => ("accepted", Some(transaction), None),
+            Decision::Done(status) => (*status, None, None),
+            Decision::Park(_) => ("parked", None, None),
+            Decision::Blocked(why) => ("blocked", None, Some(why.as_str())),
+        };
+        apply(tx, event, kind, &decision, (status, transaction, error)).await?;
+        Ok(match decision {
+            Decision::Send(transaction) => After::Publish(transaction),
+            Decision::Park(reason) => After::Park(reason),
+            Decision::Done(_) | Decision::Blocked(_) => After::Nothing,
+        })
+    }
+
 
     async fn command(&self, event: &Accepted, transaction: Value) -> StageResult {
         let transaction: transform::HailTransaction =
@@ -70,52 +197,24 @@ enum Decision {
 impl Stage for StageNewStore {
     async fn handle(&self, delivery: &Delivery) -> StageResult {
         let event: Accepted = delivery.json()?;
-        let mut tx = self.ctx.db.begin().await?;
-        match store::claim_event(&mut tx, &event).await? {
-            None => {}
-            // Parked before: it was released, decide again.
-            Some((status, _)) if status == "parked" => {}
-            // Decided before, and its transaction may not have been published (a crash after
-            // the commit): publish again; the stream and Hail drop the duplicate.
-            Some((status, Some(transaction))) if status == "accepted" => {
-                tx.commit().await?;
-                return self.command(&event, transaction).await;
-            }
-            Some(_) => return Ok(()),
-        }
-        let (Some(kind), Some(order_id)) = (event.kind, event.order_id.as_deref()) else {
-            store::set_event(&mut *tx, &event.tenant, &event.event_id, "ignored", None, None)
-                .await?;
-            tx.commit().await?;
-            return Ok(());
-        };
-        let tenant = self.cfg.tenant(&event.tenant).ok_or_else(|| {
-            Failure::permanent(format!("no NewStore tenant {} is configured", event.tenant))
-        })?;
-        let state = store::lock_order(&mut tx, &event.tenant, order_id).await?;
-        let returned = if kind == EventKind::ReturnProcessed {
-            store::earlier_returns(&mut tx, &event.tenant, order_id, &event.event_id).await?
-        } else {
-            Vec::new()
-        };
-        let decision = decide(kind, &event, &state, &returned, |order| {
-            tenant.hail_store(&order.store_id)
-        })?;
-        let (status, transaction, error) = match &decision {
-            Decision::Send(transaction) => ("accepted", Some(transaction), None),
-            Decision::Done(status) => (*status, None, None),
-            Decision::Park(_) => ("parked", None, None),
-            Decision::Blocked(why) => ("blocked", None, Some(why.as_str())),
-        };
-        apply(&mut tx, &event, kind, &decision, (status, transaction, error)).await?;
-        tx.commit().await?;
-        match decision {
-            Decision::Send(transaction) => self.command(&event, transaction).await,
-            Decision::Park(reason) => Err(Failure::park(
+        let (decided, outcome) = oneshot::channel();
+        self.jobs
+            .send(Job {
+                event: event.clone(),
+                decided,
+            })
+            .await
+            .map_err(|_| Failure::outage("the stage's batching task has stopped"))?;
+        let after = outcome
+            .await
+            .map_err(|_| Failure::outage("the stage's batching task has stopped"))??;
+        match after {
+            After::Publish(transaction) => self.decider.command(&event, transaction).await,
+            After::Park(reason) => Err(Failure::park(
                 event.order_key().unwrap_or_default(),
                 reason.to_string(),
             )),
-            Decision::Done(_) | Decision::Blocked(_) => Ok(()),
+            After::Nothing => Ok(()),
         }
     }
 
@@ -132,7 +231,7 @@ impl Stage for StageNewStore {
             return Ok(Readiness::Waiting);
         };
         Ok(
-            if store::sale_delivered(&self.ctx.db, &event.tenant, order_id).await? {
+            if store::sale_delivered(&self.decider.ctx.db, &event.tenant, order_id).await? {
                 Readiness::Ready
             } else {
                 Readiness::Waiting
@@ -142,7 +241,7 @@ impl Stage for StageNewStore {
 
     async fn dead_lettered(&self, delivery: &Delivery, error: &str) -> anyhow::Result<()> {
         if let Ok(event) = delivery.json::<Accepted>() {
-            store::set_event(&self.ctx.db, &event.tenant, &event.event_id, "blocked", None, Some(error))
+            store::set_event(&self.decider.ctx.db, &event.tenant, &event.event_id, "blocked", None, Some(error))
                 .await?;
         }
         Ok(())
