@@ -11,41 +11,32 @@
 //! Parked events are released by `deliver-hail` when the order's sale is delivered, and come
 //! back here, in the order they were parked.
 //!
-//! **Group commit.** The messages in hand are decided together: each `handle` hands its event
-//! to one task per process, which decides every event waiting at that moment in one Postgres
-//! transaction (in arrival order, each under its order's row lock) and commits once; each
-//! message is acked only after that commit, and its Hail transaction published after it. A
-//! batch that fails as a whole (one event's error, a deadlock with another process) is decided
-//! again one event per transaction, so one bad event never holds up the others. At a low rate
-//! a batch is one event and nothing waits; under load the commits (and their fsyncs) are shared.
+//! The messages in hand are decided together ([`GroupCommit`]): every event waiting at that
+//! moment in one Postgres transaction, in arrival order, each under its order's row lock; each
+//! message is acked, and its Hail transaction published, only after that commit.
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use serde_json::Value;
 use sqlx::PgConnection;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::integrations::newstore::config::NewStoreConfig;
 use crate::integrations::newstore::domain::{self, EventKind, Order};
 use crate::integrations::newstore::messages::{Accepted, HailCommand};
 use crate::integrations::newstore::{store, subjects, transform};
+use crate::runtime::group_commit::{Batched, GroupCommit};
 use crate::runtime::{Context, Delivery, Failure, Readiness, Stage, StageResult};
 
 pub struct StageNewStore {
     decider: Arc<Decider>,
-    jobs: mpsc::Sender<Job>,
+    batches: GroupCommit<Decider>,
 }
 
 /// Decides events: the stage's state, shared with its batching task.
 struct Decider {
     ctx: Context,
     cfg: NewStoreConfig,
-}
-
-/// One event waiting for the next batch, and where its outcome goes.
-struct Job {
-    event: Accepted,
-    decided: oneshot::Sender<Result<After, Failure>>,
 }
 
 /// What is left to do once the decision is committed.
@@ -64,56 +55,25 @@ impl StageNewStore {
             ctx: ctx.clone(),
             cfg,
         });
-        let (jobs, queue) = mpsc::channel(MAX_BATCH * 4);
-        tokio::spawn(decide_in_batches(decider.clone(), queue));
-        Self { decider, jobs }
+        let batches = GroupCommit::start(ctx.db.clone(), decider.clone(), MAX_BATCH);
+        Self { decider, batches }
     }
 }
 
-/// Takes every job waiting (at most [`MAX_BATCH`]), decides them in one transaction, answers
-/// each; ends when the stage is dropped.
-async fn decide_in_batches(decider: Arc<Decider>, mut queue: mpsc::Receiver<Job>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let jobs = std::mem::take(&mut batch);
-        match decider.decide_together(&jobs).await {
-            Ok(outcomes) => {
-                for (job, after) in jobs.into_iter().zip(outcomes) {
-                    let _ = job.decided.send(Ok(after));
-                }
-            }
-            Err(err) => {
-                if jobs.len() > 1 {
-                    tracing::debug!(error = %err, events = jobs.len(), "batch failed: deciding one by one");
-                }
-                for job in jobs {
-                    let outcome = decider.decide_alone(&job.event).await;
-                    let _ = job.decided.send(outcome);
-                }
-            }
-        }
+impl Batched for Decider {
+    type Job = Accepted;
+    type Done = After;
+
+    fn run<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        event: &'a Accepted,
+    ) -> BoxFuture<'a, Result<After, Failure>> {
+        Box::pin(self.decide(tx, event))
     }
 }
 
 impl Decider {
-    /// Every job's event in one transaction; any error abandons the whole batch.
-    async fn decide_together(&self, jobs: &[Job]) -> Result<Vec<After>, Failure> {
-        let mut tx = self.ctx.db.begin().await?;
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            outcomes.push(self.decide(&mut tx, &job.event).await?);
-        }
-        tx.commit().await?;
-        Ok(outcomes)
-    }
-
-    async fn decide_alone(&self, event: &Accepted) -> Result<After, Failure> {
-        let mut tx = self.ctx.db.begin().await?;
-        let after = self.decide(&mut tx, event).await?;
-        tx.commit().await?;
-        Ok(after)
-    }
-
     /// Records `event` once and decides it inside `tx`, under its order's row lock.
     async fn decide(&self, tx: &mut PgConnection, event: &Accepted) -> Result<After, Failure> {
         match store::claim_event(tx, event).await? {
@@ -197,18 +157,7 @@ enum Decision {
 impl Stage for StageNewStore {
     async fn handle(&self, delivery: &Delivery) -> StageResult {
         let event: Accepted = delivery.json()?;
-        let (decided, outcome) = oneshot::channel();
-        self.jobs
-            .send(Job {
-                event: event.clone(),
-                decided,
-            })
-            .await
-            .map_err(|_| Failure::outage("the stage's batching task has stopped"))?;
-        let after = outcome
-            .await
-            .map_err(|_| Failure::outage("the stage's batching task has stopped"))??;
-        match after {
+        match self.batches.submit(event.clone()).await? {
             After::Publish(transaction) => self.decider.command(&event, transaction).await,
             After::Park(reason) => Err(Failure::park(
                 event.order_key().unwrap_or_default(),

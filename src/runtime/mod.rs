@@ -30,6 +30,7 @@
 mod breaker;
 mod consumer;
 pub mod dlq;
+pub mod group_commit;
 pub mod park;
 mod schedule;
 

@@ -363,3 +363,68 @@ async fn an_open_breaker_pauses_calls() {
     stop.cancel();
     task.await.unwrap().unwrap();
 }
+
+/// Inserts its number; a negative one fails.
+struct Insert;
+
+impl ihub::runtime::group_commit::Batched for Insert {
+    type Job = i32;
+    type Done = i32;
+
+    fn run<'a>(
+        &'a self,
+        tx: &'a mut sqlx::PgConnection,
+        n: &'a i32,
+    ) -> futures::future::BoxFuture<'a, Result<i32, Failure>> {
+        Box::pin(async move {
+            if *n < 0 {
+                return Err(Failure::permanent(format!("{n} is negative")));
+            }
+            sqlx::query("INSERT INTO numbers VALUES ($1)")
+                .bind(*n)
+                .execute(&mut *tx)
+                .await?;
+            Ok(*n)
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_group_commit_fails_only_the_failing_job() {
+    let url = format!(
+        "postgres://postgres@127.0.0.1:5432/ihub_{}",
+        crate::support::unique('g')
+    );
+    ihub::db::create_database_if_missing(&url).await.unwrap();
+    let db = ihub::db::connect(&url, 4).await.unwrap();
+    sqlx::query("CREATE TABLE numbers (n int PRIMARY KEY)")
+        .execute(&db)
+        .await
+        .unwrap();
+    let group = Arc::new(ihub::runtime::group_commit::GroupCommit::start(
+        db.clone(),
+        Arc::new(Insert),
+        64,
+    ));
+    let outcomes = futures::future::join_all((-3..30).map(|n| {
+        let group = group.clone();
+        async move { (n, group.submit(n).await) }
+    }))
+    .await;
+    for (n, outcome) in outcomes {
+        match outcome {
+            Ok(done) => assert_eq!(done, n),
+            Err(failure) => {
+                assert!(n < 0, "{n}: {failure}");
+                assert!(matches!(failure, Failure::Permanent { .. }));
+            }
+        }
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM numbers")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 30, "every good job committed, each once");
+    db.close().await;
+    ihub::db::drop_database(&url).await.unwrap();
+}

@@ -240,7 +240,7 @@ pub async fn event_status(db: &PgPool, tenant: &str, event_id: &str) -> sqlx::Re
 /// with `error`.
 #[allow(clippy::too_many_arguments)]
 pub async fn delivery_attempted(
-    db: &PgPool,
+    db: &mut PgConnection,
     tenant: &str,
     event_id: &str,
     order_id: &str,
