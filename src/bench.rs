@@ -110,3 +110,177 @@ pub async fn raw_baseline(
     result?;
     Ok(published.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64())
 }
+
+/// One request a load source sent: what it was about, when it left (unix µs), its answer's
+/// status and how long that took.
+pub struct Sent<Id> {
+    pub id: Id,
+    pub sent_at_us: i64,
+    pub latency: Duration,
+    pub status: u16,
+}
+
+/// What a scenario sends: each call sends one request.
+pub trait Source: Send + Sync + 'static {
+    /// What each request is about (a transaction id, an order id).
+    type Id: Send + 'static;
+    /// What it sends, for messages ("requests", "events").
+    const WHAT: &'static str;
+    /// The secret that must be the hub's for anything to be accepted.
+    const SECRET_VAR: &'static str;
+
+    fn send(&self) -> impl std::future::Future<Output = anyhow::Result<Sent<Self::Id>>> + Send;
+}
+
+/// Sends as fast as `concurrency` callers can for `duration`, showing the rate each second:
+/// (accepted/s, accepted, latencies of the accepted).
+pub async fn closed_loop<S: Source>(
+    source: &Arc<S>,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<(f64, u64, Samples)> {
+    use tokio::sync::Mutex;
+    let latencies = Arc::new(Mutex::new(Samples::default()));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(Mutex::new((0u64, None::<String>)));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (source, latencies, accepted, refused) = (
+            source.clone(),
+            latencies.clone(),
+            accepted.clone(),
+            refused.clone(),
+        );
+        workers.spawn(async move {
+            let mut mine = Vec::new();
+            while Instant::now() < deadline {
+                let why = match source.send().await {
+                    Ok(sent) if sent.status == 202 => {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                        mine.push(sent.latency.as_micros() as u64);
+                        continue;
+                    }
+                    Ok(sent) => format!("HTTP {}", sent.status),
+                    Err(err) => format!("{err:#}"),
+                };
+                let mut r = refused.lock().await;
+                r.0 += 1;
+                r.1.get_or_insert(why);
+            }
+            latencies.lock().await.0.extend(mine);
+        });
+    }
+    let progress = {
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let now = accepted.load(Ordering::Relaxed);
+                crate::say!(
+                    "      {:>3} s  {:>7} accepted/s",
+                    started.elapsed().as_secs(),
+                    now - last
+                );
+                last = now;
+            }
+        })
+    };
+    workers.join_all().await;
+    progress.abort();
+    let elapsed = started.elapsed();
+    let (refused_count, first_refusal) = refused.lock().await.clone();
+    if refused_count > 0 {
+        crate::say!(
+            "      {refused_count} {} not accepted (first: {})",
+            S::WHAT,
+            first_refusal.unwrap_or_default()
+        );
+    }
+    let accepted = accepted.load(Ordering::Relaxed);
+    if accepted == 0 {
+        anyhow::bail!(
+            "the hub accepted no {}; is {} the hub's?",
+            S::WHAT,
+            S::SECRET_VAR
+        );
+    }
+    let samples = std::mem::take(&mut *latencies.lock().await);
+    Ok((accepted as f64 / elapsed.as_secs_f64(), accepted, samples))
+}
+
+/// Sends at `rate` per second for `duration`, open loop (at most 1024 in flight): what was
+/// accepted.
+pub async fn open_loop<S: Source>(
+    source: &Arc<S>,
+    rate: f64,
+    duration: Duration,
+) -> anyhow::Result<Vec<Sent<S::Id>>> {
+    use tokio::sync::{Mutex, Semaphore};
+    let total = (rate * duration.as_secs_f64()).round() as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let in_flight = Arc::new(Semaphore::new(1024));
+    let sent = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
+    let started = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        tokio::time::sleep_until(started + interval.mul_f64(i as f64)).await;
+        let permit = in_flight.clone().acquire_owned().await?;
+        let (source, sent) = (source.clone(), sent.clone());
+        tasks.spawn(async move {
+            if let Ok(s) = source.send().await
+                && s.status == 202
+            {
+                sent.lock().await.push(s);
+            }
+            drop(permit);
+        });
+    }
+    tasks.join_all().await;
+    Ok(std::mem::take(&mut *sent.lock().await))
+}
+
+/// Waits until `backlog` is zero, showing it each second; gives up after 5 minutes.
+pub async fn wait_for_consumers<F, Fut>(backlog: F) -> anyhow::Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<u64>>,
+{
+    let give_up = Instant::now() + Duration::from_secs(300);
+    let mut shown = Instant::now();
+    loop {
+        let backlog = backlog().await?;
+        if backlog == 0 {
+            return Ok(());
+        }
+        if Instant::now() > give_up {
+            anyhow::bail!(
+                "the consumers still have {backlog} messages after 5 minutes; are they running?"
+            );
+        }
+        if shown.elapsed() >= Duration::from_secs(1) {
+            crate::say!("      waiting for the consumers: {backlog} messages pending");
+            shown = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The human report (stdout, or stderr under `--json`), then the one JSON summary on stdout.
+pub fn print_results(
+    title: &str,
+    duration: Duration,
+    report: &[String],
+    json: bool,
+    summary: &serde_json::Value,
+) {
+    crate::say!("\nresults ({title}, {} s per phase)", duration.as_secs());
+    for line in report {
+        crate::say!("{line}");
+    }
+    if json {
+        println!("{summary}");
+    }
+}

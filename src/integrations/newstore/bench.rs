@@ -20,10 +20,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{Mutex, Semaphore};
 
 use super::client::Sender;
 use super::config::NEWSTORE_WEBHOOK;
@@ -31,7 +30,12 @@ use super::domain::EventKind;
 use super::mocks::HAIL;
 use super::simulate;
 use crate::config::{Config, Secret};
-use crate::bench::{Load as Args, Phase, Samples, millis, ms, raw_baseline};
+use crate::bench::{
+    print_results,
+    Sent,
+    Load as Args, Phase, Samples, Source, closed_loop, millis, ms, open_loop, raw_baseline,
+    wait_for_consumers,
+};
 use crate::nats::Bus;
 
 /// The end-to-end rate when `--e2e-rate` is not given.
@@ -44,16 +48,15 @@ struct Load {
     counter: AtomicU64,
 }
 
-struct Sent {
-    order_id: String,
-    sent_at_us: i64,
-    latency: Duration,
-    status: u16,
-}
 
-impl Load {
+
+impl Source for Load {
+    type Id = String;
+    const WHAT: &'static str = "events";
+    const SECRET_VAR: &'static str = NEWSTORE_WEBHOOK.name;
+
     /// Sends one signed `order.completed` for a new order.
-    async fn complete_order(&self) -> anyhow::Result<Sent> {
+    async fn send(&self) -> anyhow::Result<Sent<String>> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let order_id = format!("bench-{}-{n}", self.run);
         let event = simulate::event_at(EventKind::OrderCompleted, &order_id, n, chrono::Utc::now());
@@ -61,13 +64,15 @@ impl Load {
         let started = Instant::now();
         let (status, _) = self.sender.send(&event).await?;
         Ok(Sent {
-            order_id,
+            id: order_id,
             sent_at_us,
             latency: started.elapsed(),
             status,
         })
     }
+}
 
+impl Load {
     fn ours(&self, idempotency_key: &str) -> bool {
         idempotency_key
             .strip_prefix("bench-")
@@ -146,7 +151,7 @@ pub async fn run(cfg: &Config, args: &Args) -> anyhow::Result<()> {
     };
 
     if run(Phase::Accept) {
-        wait_for_consumers(&bus).await?;
+        wait_for_consumers(|| backlog(&bus)).await?;
         crate::say!("[accept] signed order.completed events, {concurrency} in flight");
         let first_send_us = chrono::Utc::now().timestamp_micros();
         let (rate, accepted, mut latency) = closed_loop(&load, concurrency, duration).await?;
@@ -170,7 +175,7 @@ pub async fn run(cfg: &Config, args: &Args) -> anyhow::Result<()> {
         summary["accept_ratio_of_raw"] = json!(ratio.map(|r| (r * 1000.0).round() / 1000.0));
 
         crate::say!("[deliver] until the consumers have drained");
-        wait_for_consumers(&bus).await?;
+        wait_for_consumers(|| backlog(&bus)).await?;
         let arrived: Vec<Arrival> = arrivals(&http, &hail_url, first_send_us - 1)
             .await?
             .into_iter()
@@ -195,12 +200,12 @@ pub async fn run(cfg: &Config, args: &Args) -> anyhow::Result<()> {
     }
 
     if run(Phase::E2e) {
-        wait_for_consumers(&bus).await?;
+        wait_for_consumers(|| backlog(&bus)).await?;
         let rate = args.e2e_rate.unwrap_or(DEFAULT_E2E_RATE).max(1.0);
         crate::say!("[e2e] order.completed at {rate:.0} events/s, timed to the Hail mock");
         let phase_start_us = chrono::Utc::now().timestamp_micros();
         let sent = open_loop(&load, rate, duration).await?;
-        wait_for_consumers(&bus).await?;
+        wait_for_consumers(|| backlog(&bus)).await?;
         let received: HashMap<String, i64> = arrivals(&http, &hail_url, phase_start_us - 1)
             .await?
             .into_iter()
@@ -209,7 +214,7 @@ pub async fn run(cfg: &Config, args: &Args) -> anyhow::Result<()> {
         let mut e2e = Samples::default();
         let mut missing = 0;
         for s in &sent {
-            match received.get(&format!("{}-sale", s.order_id)) {
+            match received.get(&format!("{}-sale", s.id)) {
                 Some(at) => e2e.0.push((at - s.sent_at_us).max(0) as u64),
                 None => missing += 1,
             }
@@ -243,119 +248,14 @@ pub async fn run(cfg: &Config, args: &Args) -> anyhow::Result<()> {
         summary["e2e_ingress_p99_ms"] = json!(millis(ingress.percentile(0.99)));
     }
 
-    crate::say!(
-        "\nresults (newstore, concurrency {concurrency}, {} s per phase)",
-        duration.as_secs()
+    print_results(
+        &format!("newstore, concurrency {concurrency}"),
+        duration,
+        &report,
+        args.json,
+        &summary,
     );
-    for line in report {
-        crate::say!("{line}");
-    }
-    if args.json {
-        println!("{summary}");
-    }
     Ok(())
-}
-
-/// Sends as fast as `concurrency` callers can for `duration`: (accepted/s, accepted, ingress
-/// latencies of the accepted).
-async fn closed_loop(
-    load: &Arc<Load>,
-    concurrency: usize,
-    duration: Duration,
-) -> anyhow::Result<(f64, u64, Samples)> {
-    let latencies = Arc::new(Mutex::new(Samples::default()));
-    let accepted = Arc::new(AtomicU64::new(0));
-    let refused = Arc::new(Mutex::new((0u64, None::<String>)));
-    let started = Instant::now();
-    let deadline = started + duration;
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (load, latencies, accepted, refused) = (
-            load.clone(),
-            latencies.clone(),
-            accepted.clone(),
-            refused.clone(),
-        );
-        workers.spawn(async move {
-            let mut mine = Vec::new();
-            while Instant::now() < deadline {
-                match load.complete_order().await {
-                    Ok(sent) if sent.status == 202 => {
-                        accepted.fetch_add(1, Ordering::Relaxed);
-                        mine.push(sent.latency.as_micros() as u64);
-                    }
-                    Ok(sent) => {
-                        let mut r = refused.lock().await;
-                        r.0 += 1;
-                        r.1.get_or_insert(format!("HTTP {}", sent.status));
-                    }
-                    Err(err) => {
-                        let mut r = refused.lock().await;
-                        r.0 += 1;
-                        r.1.get_or_insert(format!("{err:#}"));
-                    }
-                }
-            }
-            latencies.lock().await.0.extend(mine);
-        });
-    }
-    let progress = {
-        let accepted = accepted.clone();
-        tokio::spawn(async move {
-            let mut last = 0;
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let now = accepted.load(Ordering::Relaxed);
-                crate::say!(
-                    "      {:>3} s  {:>7} accepted/s",
-                    started.elapsed().as_secs(),
-                    now - last
-                );
-                last = now;
-            }
-        })
-    };
-    workers.join_all().await;
-    progress.abort();
-    let elapsed = started.elapsed();
-    let (refused_count, first_refusal) = refused.lock().await.clone();
-    if refused_count > 0 {
-        crate::say!(
-            "      {refused_count} events not accepted (first: {})",
-            first_refusal.unwrap_or_default()
-        );
-    }
-    let accepted = accepted.load(Ordering::Relaxed);
-    if accepted == 0 {
-        bail!("the hub accepted no event; is NEWSTORE_WEBHOOK_SECRET the hub's?");
-    }
-    let samples = std::mem::take(&mut *latencies.lock().await);
-    Ok((accepted as f64 / elapsed.as_secs_f64(), accepted, samples))
-}
-
-/// Sends at `rate` per second for `duration` (open loop): the accepted ones.
-async fn open_loop(load: &Arc<Load>, rate: f64, duration: Duration) -> anyhow::Result<Vec<Sent>> {
-    let total = (rate * duration.as_secs_f64()).round() as u64;
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let in_flight = Arc::new(Semaphore::new(1024));
-    let sent = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
-    let started = tokio::time::Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..total {
-        tokio::time::sleep_until(started + interval.mul_f64(i as f64)).await;
-        let permit = in_flight.clone().acquire_owned().await?;
-        let (load, sent) = (load.clone(), sent.clone());
-        tasks.spawn(async move {
-            if let Ok(s) = load.complete_order().await
-                && s.status == 202
-            {
-                sent.lock().await.push(s);
-            }
-            drop(permit);
-        });
-    }
-    tasks.join_all().await;
-    Ok(std::mem::take(&mut *sent.lock().await))
 }
 
 /// Messages the NewStore consumers have not finished (pending or in hand).
@@ -371,26 +271,6 @@ async fn backlog(bus: &Bus) -> anyhow::Result<u64> {
         backlog += info.num_pending + info.num_ack_pending as u64;
     }
     Ok(backlog)
-}
-
-/// Waits until the NewStore consumers have nothing pending, showing the backlog.
-async fn wait_for_consumers(bus: &Bus) -> anyhow::Result<()> {
-    let give_up = Instant::now() + Duration::from_secs(300);
-    let mut shown = Instant::now();
-    loop {
-        let backlog = backlog(bus).await?;
-        if backlog == 0 {
-            return Ok(());
-        }
-        if Instant::now() > give_up {
-            bail!("the consumers still have {backlog} messages after 5 minutes; are they running?");
-        }
-        if shown.elapsed() >= Duration::from_secs(1) {
-            crate::say!("      waiting for the consumers: {backlog} messages pending");
-            shown = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// One transaction at the Hail mock, without its body.

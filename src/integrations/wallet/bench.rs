@@ -14,12 +14,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use serde_json::json;
-use tokio::sync::{Mutex, Semaphore};
 use uuid::Uuid;
 
 use super::client::{self, Rgs};
 pub use crate::bench::Phase;
-use crate::bench::{Samples, millis, ms, raw_baseline};
+use crate::bench::{
+    print_results,
+    Sent,
+    Samples, Source, closed_loop, millis, ms, open_loop, raw_baseline, wait_for_consumers,
+};
 use super::config::WALLET_HMAC;
 use crate::config::{Config, Secret};
 use crate::nats::Bus;
@@ -81,15 +84,15 @@ struct Client {
     counter: AtomicU64,
 }
 
-struct Sent {
-    transaction_id: Option<Uuid>,
-    sent_at_us: i64,
-    latency: Duration,
-    status: u16,
-}
 
-impl Client {
-    async fn debit(&self) -> anyhow::Result<Sent> {
+
+impl Source for Client {
+    type Id = Option<Uuid>;
+    const WHAT: &'static str = "requests";
+    const SECRET_VAR: &'static str = WALLET_HMAC.name;
+
+    /// One signed debit for a new player.
+    async fn send(&self) -> anyhow::Result<Sent<Option<Uuid>>> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let body = json!({"player_id": format!("bench-{}-{n}", self.run), "amount": 100, "currency": "EUR"});
         let sent_at_us = chrono::Utc::now().timestamp_micros();
@@ -99,7 +102,7 @@ impl Client {
             .post("debit", &format!("bench-{}-{n}", self.run), &body)
             .await?;
         Ok(Sent {
-            transaction_id: answer.body["transaction_id"]
+            id: answer.body["transaction_id"]
                 .as_str()
                 .and_then(|s| s.parse().ok()),
             sent_at_us,
@@ -160,7 +163,7 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
     let sustainable = if run(Phase::Accept) {
         crate::say!("[accept] signed debits, {concurrency} in flight");
         let started_us = chrono::Utc::now().timestamp_micros();
-        let (rate, mut latency) = closed_loop(&client, concurrency, duration).await?;
+        let (rate, _, mut latency) = closed_loop(&client, concurrency, duration).await?;
         let ended_us = chrono::Utc::now().timestamp_micros();
         let (p50, p99) = (latency.percentile(0.50), latency.percentile(0.99));
         crate::say!(
@@ -204,7 +207,7 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
     };
 
     if run(Phase::E2e) {
-        wait_for_consumers(&bus).await?;
+        wait_for_consumers(|| client::backlog(&bus)).await?;
         let Some(rate) = args.e2e_rate.or(sustainable.map(|r| r / 2.0)) else {
             bail!("the e2e phase needs --e2e-rate, or the accept phase to measure a rate");
         };
@@ -212,7 +215,7 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
         crate::say!("[e2e] debits at {rate:.0} requests/s, timed to the operator mock");
         let phase_start_us = chrono::Utc::now().timestamp_micros();
         let sent = open_loop(&client, rate, duration).await?;
-        wait_for_consumers(&bus).await?;
+        wait_for_consumers(|| client::backlog(&bus)).await?;
         let (mut e2e, missing) =
             end_to_end(&client.rgs.http, &args.operator_url, &sent, phase_start_us).await?;
         let mut ingress = Samples(sent.iter().map(|s| s.latency.as_micros() as u64).collect());
@@ -246,136 +249,14 @@ pub async fn run(cfg: &Config, args: Args) -> anyhow::Result<()> {
         });
     }
 
-    crate::say!(
-        "\nresults (concurrency {concurrency}, {} s per phase)",
-        duration.as_secs()
+    print_results(
+        &format!("concurrency {concurrency}"),
+        duration,
+        &report,
+        args.json,
+        &summary,
     );
-    for line in report {
-        crate::say!("{line}");
-    }
-    if args.json {
-        println!("{summary}");
-    }
     Ok(())
-}
-
-async fn closed_loop(
-    client: &Arc<Client>,
-    concurrency: usize,
-    duration: Duration,
-) -> anyhow::Result<(f64, Samples)> {
-    let latencies = Arc::new(Mutex::new(Samples::default()));
-    let accepted = Arc::new(AtomicU64::new(0));
-    let refused = Arc::new(Mutex::new((0u64, None::<String>)));
-    let started = Instant::now();
-    let deadline = started + duration;
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (client, latencies, accepted, refused) = (
-            client.clone(),
-            latencies.clone(),
-            accepted.clone(),
-            refused.clone(),
-        );
-        workers.spawn(async move {
-            let mut mine = Vec::new();
-            while Instant::now() < deadline {
-                match client.debit().await {
-                    Ok(sent) if sent.status == 202 => {
-                        accepted.fetch_add(1, Ordering::Relaxed);
-                        mine.push(sent.latency.as_micros() as u64);
-                    }
-                    Ok(sent) => {
-                        let mut r = refused.lock().await;
-                        r.0 += 1;
-                        r.1.get_or_insert(format!("HTTP {}", sent.status));
-                    }
-                    Err(err) => {
-                        let mut r = refused.lock().await;
-                        r.0 += 1;
-                        r.1.get_or_insert(err.to_string());
-                    }
-                }
-            }
-            latencies.lock().await.0.extend(mine);
-        });
-    }
-    let progress = {
-        let accepted = accepted.clone();
-        tokio::spawn(async move {
-            let mut last = 0;
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let now = accepted.load(Ordering::Relaxed);
-                crate::say!(
-                    "      {:>3} s  {:>7} accepted/s",
-                    started.elapsed().as_secs(),
-                    now - last
-                );
-                last = now;
-            }
-        })
-    };
-    workers.join_all().await;
-    progress.abort();
-    let elapsed = started.elapsed();
-    let (refused_count, first_refusal) = refused.lock().await.clone();
-    if refused_count > 0 {
-        crate::say!(
-            "      {refused_count} requests not accepted (first: {})",
-            first_refusal.unwrap_or_default()
-        );
-    }
-    let accepted = accepted.load(Ordering::Relaxed);
-    if accepted == 0 {
-        bail!("the hub accepted no request; is WALLET_HMAC_SECRET the hub's?");
-    }
-    let samples = std::mem::take(&mut *latencies.lock().await);
-    Ok((accepted as f64 / elapsed.as_secs_f64(), samples))
-}
-
-async fn open_loop(
-    client: &Arc<Client>,
-    rate: f64,
-    duration: Duration,
-) -> anyhow::Result<Vec<Sent>> {
-    let total = (rate * duration.as_secs_f64()).round() as u64;
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let in_flight = Arc::new(Semaphore::new(1024));
-    let sent = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
-    let started = tokio::time::Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..total {
-        tokio::time::sleep_until(started + interval.mul_f64(i as f64)).await;
-        let permit = in_flight.clone().acquire_owned().await?;
-        let (client, sent) = (client.clone(), sent.clone());
-        tasks.spawn(async move {
-            if let Ok(s) = client.debit().await
-                && s.status == 202
-            {
-                sent.lock().await.push(s);
-            }
-            drop(permit);
-        });
-    }
-    tasks.join_all().await;
-    Ok(std::mem::take(&mut *sent.lock().await))
-}
-
-/// Waits until the wallet consumers have nothing pending, showing the backlog.
-async fn wait_for_consumers(bus: &Bus) -> anyhow::Result<()> {
-    let give_up = Instant::now() + Duration::from_secs(300);
-    loop {
-        let backlog = client::backlog(bus).await?;
-        if backlog == 0 {
-            return Ok(());
-        }
-        if Instant::now() > give_up {
-            bail!("the consumers still have {backlog} messages after 5 minutes; are they running?");
-        }
-        crate::say!("      waiting for the consumers: {backlog} messages pending");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }
 
 /// How many transactions the operator mock received in a time window.
@@ -392,7 +273,7 @@ async fn booked_between(
 async fn end_to_end(
     http: &reqwest::Client,
     operator_url: &str,
-    sent: &[Sent],
+    sent: &[Sent<Option<Uuid>>],
     since_us: i64,
 ) -> anyhow::Result<(Samples, usize)> {
     let received: std::collections::HashMap<String, i64> =
@@ -405,7 +286,7 @@ async fn end_to_end(
     let mut missing = 0;
     for s in sent {
         match s
-            .transaction_id
+            .id
             .and_then(|id| received.get(&id.to_string()))
         {
             Some(at) => samples.0.push((at - s.sent_at_us).max(0) as u64),
