@@ -705,6 +705,8 @@ async fn partners_see_only_their_own_orders() {
 }
 
 /// A hub whose callbacks must be https on 443 to public addresses (the production rules).
+/// It runs no consumers: these tests look at the validation step only, and an order accepted
+/// with a public callback URL must never be called back from a test.
 async fn strict_hub(extra: Vec<(&'static str, String)>) -> Hub {
     let mut env = vec![
         ("ALLOW_PRIVATE_CALLBACKS", "0".into()),
@@ -712,7 +714,11 @@ async fn strict_hub(extra: Vec<(&'static str, String)>) -> Hub {
         ("ALLOWED_CALLBACK_PORTS", "443".into()),
     ];
     env.extend(extra);
-    Hub::start(options().with(env)).await
+    Hub::start(Options {
+        no_consumers: true,
+        ..options().with(env)
+    })
+    .await
 }
 
 #[tokio::test]
