@@ -1,7 +1,8 @@
 //! `deliver-hail` (OUTBOUND, `out.hail.>`): validates each Hail transaction against
 //! `schemas/newstore/`, POSTs it to its tenant's Hail with `Authorization: Bearer <key>` and
 //! `Idempotency-Key: <transaction id>`, and records every attempt. 2xx → the event is
-//! `delivered` (and a delivered sale releases what waited for it); 4xx other than 408/429 →
+//! `delivered` (and a delivered sale releases what waited for it, when its order has anything
+//! parked); 4xx other than 408/429 →
 //! the DLQ at once (`blocked`); anything else is retried with exponential backoff. The calls
 //! run concurrently; what they come to is written with a group commit ([`GroupCommit`]), and
 //! a message is acked only after its write committed.
@@ -12,6 +13,7 @@ use futures::future::BoxFuture;
 use sqlx::PgConnection;
 
 use crate::db::attempts::Attempt;
+use crate::integrations::newstore::store::HailOutcome;
 use crate::http_client::{self, Verdict};
 use crate::integrations::newstore::config::NewStoreConfig;
 use crate::integrations::newstore::messages::{HailCommand, order_key};
@@ -38,58 +40,33 @@ impl DeliverHail {
     }
 }
 
-/// One call's attempt and what it means for its event and order.
-struct Outcome {
-    tenant: String,
-    event_id: String,
-    order_id: String,
-    kind: &'static str,
-    success: bool,
-    error: Option<String>,
-    attempt: Attempt,
-}
-
-/// Writes outcomes, many to a transaction.
+/// Writes outcomes: a batch in one statement.
 struct Recorder;
 
 impl Batched for Recorder {
-    type Job = Outcome;
-    type Done = ();
+    type Job = HailOutcome;
+    /// A delivered sale whose order has parked events.
+    type Done = bool;
 
     fn run<'a>(
         &'a self,
         tx: &'a mut PgConnection,
-        outcome: &'a Outcome,
-    ) -> BoxFuture<'a, Result<(), Failure>> {
-        Box::pin(async move {
-            store::delivery_attempted(
-                tx,
-                &outcome.tenant,
-                &outcome.event_id,
-                &outcome.order_id,
-                outcome.kind,
-                outcome.success,
-                outcome.error.as_deref(),
-                &outcome.attempt,
-            )
-            .await?;
-            Ok(())
-        })
+        outcomes: &'a [&'a HailOutcome],
+    ) -> BoxFuture<'a, Result<Vec<bool>, Failure>> {
+        Box::pin(async move { Ok(store::deliveries_recorded(tx, outcomes).await?) })
     }
 }
 
 impl DeliverHail {
-    /// A delivered sale releases what was parked for its order (after the delivery committed:
-    /// see `runtime::park` for why that order matters).
-    async fn release_after(&self, command: &HailCommand) -> StageResult {
-        if command.transaction.kind.as_str() == "sale" {
-            park::release(
-                &self.ctx.bus,
-                subjects::PARKING_DURABLE,
-                &order_key(&command.tenant, &command.order_id),
-            )
-            .await?;
-        }
+    /// Releases what was parked for the order of a delivered sale (after the delivery
+    /// committed: see `runtime::park` for why that order matters).
+    async fn release(&self, command: &HailCommand) -> StageResult {
+        park::release(
+            &self.ctx.bus,
+            subjects::PARKING_DURABLE,
+            &order_key(&command.tenant, &command.order_id),
+        )
+        .await?;
         Ok(())
     }
 }
@@ -100,15 +77,20 @@ impl Stage for DeliverHail {
         let tenant = self.cfg.tenant(&command.tenant).ok_or_else(|| {
             Failure::permanent(format!("no NewStore tenant {} is configured", command.tenant))
         })?;
-        let db = &self.ctx.db;
-        if store::event_status(db, &command.tenant, &command.event_id)
-            .await?
-            .as_deref()
-            == Some("delivered")
+        // A redelivery may come after a crash between the commit of the delivery and the
+        // release: release again (nothing parked is one request). A first delivery of a
+        // delivered event (a replay) goes to Hail again, which answers the repeat from its
+        // idempotency key.
+        if delivery.delivered > 1
+            && store::event_status(&self.ctx.db, &command.tenant, &command.event_id)
+                .await?
+                .as_deref()
+                == Some("delivered")
         {
-            // Delivered before (this is a redelivery, maybe after a crash before the
-            // release): release again; nothing parked is a cheap no-op.
-            return self.release_after(&command).await;
+            if command.transaction.kind.as_str() == "sale" {
+                self.release(&command).await?;
+            }
+            return Ok(());
         }
         transform::validate(&command.transaction).map_err(|violations| {
             Failure::permanent(format!(
@@ -133,15 +115,16 @@ impl Stage for DeliverHail {
         );
         let success = response.verdict() == Verdict::Success;
         let error = (!success).then(|| response.describe());
-        // The attempt and what it means for the event and its order: one statement, in the
-        // next group commit.
-        self.outcomes
-            .submit(Outcome {
+        // The attempt and what it means for the event and its order, in the next group
+        // commit (one statement for the batch).
+        let parked = self
+            .outcomes
+            .submit(HailOutcome {
                 tenant: command.tenant.clone(),
                 event_id: command.event_id.clone(),
                 order_id: command.order_id.clone(),
                 kind: transaction.kind.as_str(),
-                success,
+                delivered: success,
                 error,
                 attempt,
             })
@@ -149,7 +132,10 @@ impl Stage for DeliverHail {
         if !success {
             return Err(Failure::of_response(&response));
         }
-        self.release_after(&command).await
+        if parked {
+            self.release(&command).await?;
+        }
+        Ok(())
     }
 
     async fn dead_lettered(&self, delivery: &Delivery, error: &str) -> anyhow::Result<()> {

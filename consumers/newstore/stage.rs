@@ -8,13 +8,16 @@
 //!   delivered: commands the void. While it is on its way: parks until it is delivered.
 //! * `return.processed` once the sale is delivered: commands the return; before: parks.
 //!
-//! Parked events are released by `deliver-hail` when the order's sale is delivered, and come
-//! back here, in the order they were parked.
+//! Parked events are released by `deliver-hail` when the order's sale is delivered, or here
+//! when a cancellation means the sale is never sent, and come back here, in the order they
+//! were parked (a return then is blocked: there is nothing to return).
 //!
 //! The messages in hand are decided together ([`GroupCommit`]): every event waiting at that
-//! moment in one Postgres transaction, in arrival order, each under its order's row lock; each
-//! message is acked, and its Hail transaction published, only after that commit.
+//! moment in one Postgres transaction and a handful of statements, in arrival order, under
+//! their orders' row locks; each message is acked, and its Hail transaction published, only
+//! after that commit.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -26,7 +29,7 @@ use crate::integrations::newstore::domain::{self, EventKind, Order};
 use crate::integrations::newstore::messages::{Accepted, HailCommand};
 use crate::integrations::newstore::{store, subjects, transform};
 use crate::runtime::group_commit::{Batched, GroupCommit};
-use crate::runtime::{Context, Delivery, Failure, Readiness, Stage, StageResult};
+use crate::runtime::{Context, Delivery, Failure, Readiness, Stage, StageResult, park};
 
 pub struct StageNewStore {
     decider: Arc<Decider>,
@@ -43,6 +46,8 @@ struct Decider {
 enum After {
     Publish(Value),
     Park(&'static str),
+    /// Release what was parked for this order key.
+    Release(String),
     Nothing,
 }
 
@@ -67,57 +72,138 @@ impl Batched for Decider {
     fn run<'a>(
         &'a self,
         tx: &'a mut PgConnection,
-        event: &'a Accepted,
-    ) -> BoxFuture<'a, Result<After, Failure>> {
-        Box::pin(self.decide(tx, event))
+        events: &'a [&'a Accepted],
+    ) -> BoxFuture<'a, Result<Vec<After>, Failure>> {
+        Box::pin(self.decide(tx, events))
     }
 }
 
 impl Decider {
-    /// Records `event` once and decides it inside `tx`, under its order's row lock.
-    async fn decide(&self, tx: &mut PgConnection, event: &Accepted) -> Result<After, Failure> {
-        match store::claim_event(tx, event).await? {
-            None => {}
-            // Parked before: it was released, decide again.
-            Some((status, _)) if status == "parked" => {}
-            // Decided before, and its transaction may not have been published (a crash after
-            // the commit): publish again; the stream and Hail drop the duplicate.
-            Some((status, Some(transaction))) if status == "accepted" => {
-                return Ok(After::Publish(transaction));
-            }
-            Some(_) => return Ok(After::Nothing),
-        }
-        let (Some(kind), Some(order_id)) = (event.kind, event.order_id.as_deref()) else {
-            store::set_event(&mut *tx, &event.tenant, &event.event_id, "ignored", None, None)
-                .await?;
-            return Ok(After::Nothing);
-        };
-        let tenant = self.cfg.tenant(&event.tenant).ok_or_else(|| {
-            Failure::permanent(format!("no NewStore tenant {} is configured", event.tenant))
-        })?;
-        let state = store::lock_order(tx, &event.tenant, order_id).await?;
-        let returned = if kind == EventKind::ReturnProcessed {
-            store::earlier_returns(tx, &event.tenant, order_id, &event.event_id).await?
+    /// Records `events` once and decides them, in arrival order, inside `tx` under their
+    /// orders' row locks. A handful of statements for the whole batch: claim the events, lock
+    /// the orders, read earlier returns if a return needs them, write every decision.
+    async fn decide(&self, tx: &mut PgConnection, events: &[&Accepted]) -> Result<Vec<After>, Failure> {
+        let claims = store::claim_events(tx, events).await?;
+        let pairs: Vec<(&Accepted, &store::Claim)> = events.iter().copied().zip(&claims).collect();
+        let keys: Vec<(&str, &str)> = pairs
+            .iter()
+            .filter_map(|(event, claim)| order_to_decide(event, claim))
+            .collect();
+        let mut orders: HashMap<(String, String), store::OrderState> = if keys.is_empty() {
+            HashMap::new()
         } else {
-            Vec::new()
+            store::lock_orders(tx, &keys)
+                .await?
+                .into_iter()
+                .map(|state| ((state.tenant.clone(), state.order_id.clone()), state))
+                .collect()
         };
-        let decision = decide(kind, event, &state, &returned, |order| {
-            tenant.hail_store(&order.store_id)
-        })?;
-        let (status, transaction, error) = match &decision {
-            Decision::Send(transaction) => ("accepted", Some(transaction), None),
-            Decision::Done(status) => (*status, None, None),
-            Decision::Park(_) => ("parked", None, None),
-            Decision::Blocked(why) => ("blocked", None, Some(why.as_str())),
-        };
-        apply(tx, event, kind, &decision, (status, transaction, error)).await?;
-        Ok(match decision {
-            Decision::Send(transaction) => After::Publish(transaction),
-            Decision::Park(reason) => After::Park(reason),
-            Decision::Done(_) | Decision::Blocked(_) => After::Nothing,
-        })
-    }
+        // What earlier returns of an order took back, for the returns that may go out now.
+        let returning: Vec<(&str, &str)> = pairs
+            .iter()
+            .filter(|(event, _)| event.kind == Some(EventKind::ReturnProcessed))
+            .filter_map(|(event, claim)| order_to_decide(event, claim))
+            .filter(|(t, o)| {
+                orders
+                    .get(&(t.to_string(), o.to_string()))
+                    .is_some_and(|state| state.sale_status == "delivered")
+            })
+            .collect();
+        let mut sent_returns: HashMap<(String, String), Vec<(String, Value)>> = HashMap::new();
+        if !returning.is_empty() {
+            for (tenant, order, event_id, ret) in store::returns_sent(tx, &returning).await? {
+                sent_returns.entry((tenant, order)).or_default().push((event_id, ret));
+            }
+        }
 
+        let mut written = Vec::new();
+        let mut afters = Vec::with_capacity(events.len());
+        let mut touched = HashSet::new();
+        for (event, claim) in &pairs {
+            match claim {
+                store::Claim::New => {}
+                // Parked before: it was released, decide again.
+                store::Claim::Known(status, _) if status == "parked" => {}
+                // Decided before, and its transaction may not have been published (a crash
+                // after the commit): publish again; the stream and Hail drop the duplicate.
+                store::Claim::Known(status, Some(transaction)) if status == "accepted" => {
+                    afters.push(After::Publish(transaction.clone()));
+                    continue;
+                }
+                store::Claim::Known(..) | store::Claim::Again => {
+                    afters.push(After::Nothing);
+                    continue;
+                }
+            }
+            let (Some(kind), Some(order_id)) = (event.kind, event.order_id.as_deref()) else {
+                written.push(store::EventDecided {
+                    tenant: &event.tenant,
+                    event_id: &event.event_id,
+                    status: "ignored",
+                    hail_transaction: None,
+                    last_error: None,
+                });
+                afters.push(After::Nothing);
+                continue;
+            };
+            let tenant = self.cfg.tenant(&event.tenant).ok_or_else(|| {
+                Failure::permanent(format!("no NewStore tenant {} is configured", event.tenant))
+            })?;
+            let key = (event.tenant.clone(), order_id.to_string());
+            let state = orders
+                .get_mut(&key)
+                .ok_or_else(|| Failure::permanent("the order's row was not locked"))?;
+            let returned: Vec<&Value> = sent_returns
+                .get(&key)
+                .into_iter()
+                .flatten()
+                .filter(|(id, _)| *id != event.event_id)
+                .map(|(_, ret)| ret)
+                .collect();
+            let decision = decide(kind, event, state, &returned, |order| {
+                tenant.hail_store(&order.store_id)
+            })?;
+            apply(state, event, kind, &decision)?;
+            touched.insert(key.clone());
+            let (status, transaction, error) = match &decision {
+                Decision::Send(transaction) => ("accepted", Some(transaction.clone()), None),
+                Decision::Done(status) => (*status, None, None),
+                Decision::Park(_) => ("parked", None, None),
+                Decision::Blocked(why) => ("blocked", None, Some(why.clone())),
+            };
+            if let (Decision::Send(_), Some(ret)) = (&decision, &event.return_event) {
+                let ret = serde_json::to_value(ret).map_err(Failure::permanent)?;
+                sent_returns.entry(key).or_default().push((event.event_id.clone(), ret));
+            }
+            written.push(store::EventDecided {
+                tenant: &event.tenant,
+                event_id: &event.event_id,
+                status,
+                hail_transaction: transaction,
+                last_error: error,
+            });
+            afters.push(match decision {
+                Decision::Send(transaction) => After::Publish(transaction),
+                Decision::Park(reason) => After::Park(reason),
+                // A cancellation before the sale was sent: the sale never goes, so what waited
+                // for it is decided again (and blocked) now.
+                Decision::Done(_)
+                    if kind == EventKind::OrderCancelled
+                        && state.sale_status == "none"
+                        && state.parked =>
+                {
+                    After::Release(event.order_key().unwrap_or_default())
+                }
+                Decision::Done(_) | Decision::Blocked(_) => After::Nothing,
+            });
+        }
+        if !written.is_empty() {
+            let changed: Vec<&store::OrderState> =
+                touched.iter().filter_map(|key| orders.get(key)).collect();
+            store::decided(tx, &written, &changed).await?;
+        }
+        Ok(afters)
+    }
 
     async fn command(&self, event: &Accepted, transaction: Value) -> StageResult {
         let transaction: transform::HailTransaction =
@@ -142,6 +228,20 @@ impl Decider {
     }
 }
 
+/// The order (tenant, order id) of an event that is decided now: a new one, or a parked one
+/// released back here, that names its order.
+fn order_to_decide<'a>(event: &'a Accepted, claim: &store::Claim) -> Option<(&'a str, &'a str)> {
+    let now = match claim {
+        store::Claim::New => true,
+        store::Claim::Known(status, _) => status == "parked",
+        store::Claim::Again => false,
+    };
+    if !now || event.kind.is_none() {
+        return None;
+    }
+    Some((event.tenant.as_str(), event.order_id.as_deref()?))
+}
+
 /// What the stage decided for one event.
 enum Decision {
     /// Send this Hail transaction.
@@ -163,12 +263,17 @@ impl Stage for StageNewStore {
                 event.order_key().unwrap_or_default(),
                 reason.to_string(),
             )),
+            After::Release(key) => {
+                park::release(&self.decider.ctx.bus, subjects::PARKING_DURABLE, &key).await?;
+                Ok(())
+            }
             After::Nothing => Ok(()),
         }
     }
 
-    /// Parked: if the sale was delivered meanwhile (its release may have run before this
-    /// message was stored), the runtime releases it at once.
+    /// Parked: if the sale was delivered, or the order cancelled before its sale, meanwhile
+    /// (its release may have run before this message was stored), the runtime releases it at
+    /// once.
     async fn parked(
         &self,
         delivery: &Delivery,
@@ -180,7 +285,7 @@ impl Stage for StageNewStore {
             return Ok(Readiness::Waiting);
         };
         Ok(
-            if store::sale_delivered(&self.decider.ctx.db, &event.tenant, order_id).await? {
+            if store::parked_can_go(&self.decider.ctx.db, &event.tenant, order_id).await? {
                 Readiness::Ready
             } else {
                 Readiness::Waiting
@@ -197,43 +302,30 @@ impl Stage for StageNewStore {
     }
 }
 
-/// The event's new status (its transaction, its error) and the order row's changes that go
-/// with `decision`, in one statement.
-async fn apply(
-    tx: &mut sqlx::PgConnection,
+/// The order row's changes that go with `decision` (written with the batch).
+fn apply(
+    state: &mut store::OrderState,
     event: &Accepted,
     kind: EventKind,
     decision: &Decision,
-    (status, transaction, error): (&str, Option<&Value>, Option<&str>),
 ) -> StageResult {
-    let order_id = event.order_id.as_deref().unwrap_or_default();
-    let payload = event
-        .order
-        .as_ref()
-        .map(serde_json::to_value)
-        .transpose()
-        .map_err(Failure::permanent)?;
-    let (sale, void, cancelled) = match (kind, decision) {
-        (EventKind::OrderCompleted, Decision::Send(_)) => (Some("sent"), None, false),
-        (EventKind::OrderCancelled, Decision::Send(_)) => (None, Some("sent"), true),
-        (EventKind::OrderCancelled, _) => (None, None, true),
-        _ => (None, None, false),
-    };
-    let keep_payload = matches!(kind, EventKind::OrderOpened | EventKind::OrderCompleted);
-    store::decided(
-        tx,
-        &event.tenant,
-        &event.event_id,
-        status,
-        transaction,
-        error,
-        order_id,
-        payload.as_ref().filter(|_| keep_payload),
-        sale,
-        void,
-        cancelled,
-    )
-    .await?;
+    if matches!(kind, EventKind::OrderOpened | EventKind::OrderCompleted)
+        && let Some(order) = &event.order
+    {
+        state.payload = Some(serde_json::to_value(order).map_err(Failure::permanent)?);
+    }
+    match (kind, decision) {
+        (EventKind::OrderCompleted, Decision::Send(_)) => state.sale_status = "sent".into(),
+        (EventKind::OrderCancelled, Decision::Send(_)) => {
+            state.void_status = "sent".into();
+            state.cancelled = true;
+        }
+        (EventKind::OrderCancelled, _) => state.cancelled = true,
+        _ => {}
+    }
+    if matches!(decision, Decision::Park(_)) {
+        state.parked = true;
+    }
     Ok(())
 }
 
@@ -242,7 +334,7 @@ fn decide(
     kind: EventKind,
     event: &Accepted,
     state: &store::OrderState,
-    earlier_returns: &[Value],
+    earlier_returns: &[&Value],
     hail_store: impl Fn(&Order) -> String,
 ) -> Result<Decision, Failure> {
     let stored_order = || -> Result<Order, Failure> {
@@ -300,7 +392,7 @@ fn decide(
                     // What earlier returns of the order took back, in the order they were sent.
                     let mut before = transform::Returned::new();
                     for earlier in earlier_returns {
-                        let earlier: domain::ReturnEvent = serde_json::from_value(earlier.clone())
+                        let earlier: domain::ReturnEvent = serde_json::from_value((*earlier).clone())
                             .map_err(Failure::permanent)?;
                         transform::add_returned(&mut before, &earlier);
                     }

@@ -82,6 +82,60 @@ pub async fn record(db: impl PgExecutor<'_>, attempt: &Attempt) -> sqlx::Result<
     Ok(())
 }
 
+/// Many attempts as columns, for one insert of them all ([`many_cte`], bound with
+/// [`bind_attempts!`](crate::bind_attempts)).
+#[derive(Debug, Default)]
+pub struct Columns {
+    pub target: Vec<&'static str>,
+    pub subject_id: Vec<String>,
+    pub attempt: Vec<i32>,
+    pub status_code: Vec<Option<i32>>,
+    pub error: Vec<Option<String>>,
+    pub duration_ms: Vec<i32>,
+}
+
+impl Columns {
+    pub fn push(&mut self, attempt: &Attempt) {
+        self.target.push(attempt.target);
+        self.subject_id.push(attempt.subject_id.clone());
+        self.attempt.push(attempt.attempt);
+        self.status_code.push(attempt.status_code);
+        self.error.push(attempt.error.clone());
+        self.duration_ms.push(attempt.duration_ms);
+    }
+}
+
+/// `attempt AS (INSERT … SELECT * FROM unnest(…))`: [`cte`] for many attempts, their six
+/// arrays at `$first` … `$first + 5`.
+pub fn many_cte(first: usize) -> String {
+    let types = ["text", "text", "int", "int", "text", "int"];
+    let arrays: Vec<String> = (first..)
+        .zip(types)
+        .map(|(n, ty)| format!("${n}::{ty}[]"))
+        .collect();
+    format!(
+        "attempt AS (INSERT INTO delivery_attempts \
+         (target, subject_id, attempt, status_code, error, duration_ms) \
+         SELECT * FROM unnest({}))",
+        arrays.join(", ")
+    )
+}
+
+/// Binds [`Columns`], in the order [`many_cte`] expects them, to a query.
+#[macro_export]
+macro_rules! bind_attempts {
+    ($query:expr, $columns:expr) => {{
+        let columns: &$crate::db::attempts::Columns = $columns;
+        $query
+            .bind(&columns.target)
+            .bind(&columns.subject_id)
+            .bind(&columns.attempt)
+            .bind(&columns.status_code)
+            .bind(&columns.error)
+            .bind(&columns.duration_ms)
+    }};
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +147,17 @@ mod tests {
             "attempt AS (INSERT INTO delivery_attempts \
              (target, subject_id, attempt, status_code, error, duration_ms) \
              VALUES ($4, $5, $6, $7, $8, $9))"
+        );
+    }
+
+    #[test]
+    fn many_attempts_are_one_insert_of_six_arrays() {
+        assert_eq!(
+            many_cte(7),
+            "attempt AS (INSERT INTO delivery_attempts \
+             (target, subject_id, attempt, status_code, error, duration_ms) \
+             SELECT * FROM unnest($7::text[], $8::text[], $9::int[], $10::int[], \
+             $11::text[], $12::int[]))"
         );
     }
 

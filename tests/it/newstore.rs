@@ -383,3 +383,71 @@ async fn returns_of_every_unit_add_up_to_the_sale() {
     }
     hub.stop().await;
 }
+
+/// Events of many orders at once, each order's three in whatever order they arrive and
+/// whatever batches the stage decides them in: every event ends in a final status, and each
+/// order is consistent at Hail (the sale first; a void and a return exactly when the sale
+/// went out; nothing twice).
+#[tokio::test]
+async fn events_arriving_together_keep_every_order_consistent() {
+    let hub = Hub::start(options()).await;
+    let orders: Vec<String> = (0..12).map(|n| format!("ord-burst-{n}")).collect();
+    let mut events = Vec::new();
+    for (n, order) in orders.iter().enumerate() {
+        let mut kinds = vec![
+            EventKind::OrderCompleted,
+            EventKind::ReturnProcessed,
+            EventKind::OrderCancelled,
+        ];
+        kinds.rotate_left(n % 3);
+        events.extend(kinds.into_iter().map(|kind| event(kind, order, n as u64)));
+    }
+    let answers = futures::future::join_all(events.iter().map(|e| hub.webhook(e))).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, 202, "{body}");
+    }
+    for e in &events {
+        let id = e["id"].as_str().unwrap();
+        eventually(
+            &format!(
+                "event {id} ({}, {}) to settle",
+                e["name"], e["payload"]["id"]
+            ),
+            WAIT,
+            || async {
+                let (_, body) = hub.admin_get(&format!("/newstore/events/{id}")).await;
+                eprintln!("DBG {id} {body}");
+                hub.event_status(id).await.filter(|s| {
+                    ["delivered", "recorded", "cancelled", "blocked"].contains(&s.as_str())
+                })
+            },
+        )
+        .await;
+    }
+    let received = hub.hail_ids();
+    for order in &orders {
+        let ids: Vec<&String> = received
+            .iter()
+            .filter(|id| id.starts_with(&format!("{order}-")))
+            .collect();
+        let count = |suffix: &str| ids.iter().filter(|id| id.contains(suffix)).count();
+        let (sale, void, ret) = (count("-sale"), count("-void"), count("-return-"));
+        assert!(sale <= 1 && void <= 1 && ret <= 1, "{order}: {ids:?}");
+        assert_eq!(
+            void, sale,
+            "{order}: a void exactly when the sale went out: {ids:?}"
+        );
+        assert_eq!(
+            ret, sale,
+            "{order}: a return exactly when the sale went out: {ids:?}"
+        );
+        if sale == 1 {
+            assert_eq!(
+                *ids[0],
+                format!("{order}-sale"),
+                "{order}: the sale first: {ids:?}"
+            );
+        }
+    }
+    hub.stop().await;
+}

@@ -374,17 +374,18 @@ impl ihub::runtime::group_commit::Batched for Insert {
     fn run<'a>(
         &'a self,
         tx: &'a mut sqlx::PgConnection,
-        n: &'a i32,
-    ) -> futures::future::BoxFuture<'a, Result<i32, Failure>> {
+        numbers: &'a [&'a i32],
+    ) -> futures::future::BoxFuture<'a, Result<Vec<i32>, Failure>> {
         Box::pin(async move {
-            if *n < 0 {
+            let numbers: Vec<i32> = numbers.iter().map(|n| **n).collect();
+            if let Some(n) = numbers.iter().find(|n| **n < 0) {
                 return Err(Failure::permanent(format!("{n} is negative")));
             }
-            sqlx::query("INSERT INTO numbers VALUES ($1)")
-                .bind(*n)
+            sqlx::query("INSERT INTO numbers SELECT * FROM unnest($1::int[])")
+                .bind(&numbers)
                 .execute(&mut *tx)
                 .await?;
-            Ok(*n)
+            Ok(numbers)
         })
     }
 }

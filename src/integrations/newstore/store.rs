@@ -1,6 +1,7 @@
 //! NewStore's tables: `newstore_events` (every event and its status) and `newstore_orders`
 //! (per order: the order, and whether its sale and void went out).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use serde::Serialize;
@@ -26,15 +27,6 @@ pub struct EventRow {
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// What was decided for an order so far (read under its row lock).
-#[derive(Debug, sqlx::FromRow)]
-pub struct OrderState {
-    pub payload: Option<Value>,
-    pub sale_status: String,
-    pub void_status: String,
-    pub cancelled: bool,
-}
-
 #[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct OrderRow {
     pub tenant: String,
@@ -45,156 +37,229 @@ pub struct OrderRow {
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// Records `event` as `accepted` unless it is known: `None` when new, else its status and the
-/// transaction it commanded.
-pub async fn claim_event(
-    tx: &mut PgConnection,
-    event: &Accepted,
-) -> sqlx::Result<Option<(String, Option<Value>)>> {
-    let return_event = event
-        .return_event
-        .as_ref()
-        .map(serde_json::to_value)
-        .transpose()
-        .map_err(|err| sqlx::Error::Encode(err.into()))?;
-    let inserted: Option<String> = sqlx::query_scalar(
+/// What was known of an event when its batch claimed it.
+#[derive(Debug)]
+pub enum Claim {
+    /// New: recorded now as `accepted`.
+    New,
+    /// Recorded before: its status and the transaction it commanded.
+    Known(String, Option<Value>),
+    /// The same event came earlier in this batch.
+    Again,
+}
+
+/// Records the events not known yet as `accepted` and locks the known ones' rows; answers
+/// each event's [`Claim`], in order. One statement, two when some were known.
+pub async fn claim_events(tx: &mut PgConnection, events: &[&Accepted]) -> sqlx::Result<Vec<Claim>> {
+    let mut return_events = Vec::with_capacity(events.len());
+    for event in events {
+        let value = event.return_event.as_ref().map(serde_json::to_value).transpose();
+        return_events.push(value.map_err(|err| sqlx::Error::Encode(err.into()))?);
+    }
+    let column = |f: fn(&Accepted) -> &str| -> Vec<&str> { events.iter().map(|e| f(e)).collect() };
+    let (tenants, event_ids) = (column(|e| &e.tenant), column(|e| &e.event_id));
+    let inserted: Vec<(String, String)> = sqlx::query_as(
         "INSERT INTO newstore_events (tenant, event_id, name, order_id, status, return_event)
-         VALUES ($1, $2, $3, $4, 'accepted', $5)
+         SELECT tenant, event_id, name, order_id, 'accepted', return_event
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[])
+           AS i(tenant, event_id, name, order_id, return_event)
          ON CONFLICT (tenant, event_id) DO NOTHING
-         RETURNING status",
+         RETURNING tenant, event_id",
     )
-    .bind(&event.tenant)
-    .bind(&event.event_id)
-    .bind(&event.name)
-    .bind(&event.order_id)
-    .bind(return_event)
-    .fetch_optional(&mut *tx)
+    .bind(&tenants)
+    .bind(&event_ids)
+    .bind(column(|e| &e.name))
+    .bind(events.iter().map(|e| e.order_id.as_deref()).collect::<Vec<_>>())
+    .bind(&return_events)
+    .fetch_all(&mut *tx)
     .await?;
-    if inserted.is_some() {
-        return Ok(None);
+    let inserted: HashSet<(&str, &str)> =
+        inserted.iter().map(|(t, e)| (t.as_str(), e.as_str())).collect();
+    let mut known = HashMap::new();
+    if inserted.len() < events.len() {
+        let rows: Vec<(String, String, String, Option<Value>)> = sqlx::query_as(
+            "SELECT tenant, event_id, status, hail_transaction FROM newstore_events
+             WHERE (tenant, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+             ORDER BY tenant, event_id FOR UPDATE",
+        )
+        .bind(&tenants)
+        .bind(&event_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        known = rows
+            .into_iter()
+            .map(|(tenant, event_id, status, transaction)| ((tenant, event_id), (status, transaction)))
+            .collect();
     }
-    sqlx::query_as(
-        "SELECT status, hail_transaction FROM newstore_events
-         WHERE tenant = $1 AND event_id = $2 FOR UPDATE",
-    )
-    .bind(&event.tenant)
-    .bind(&event.event_id)
-    .fetch_optional(&mut *tx)
-    .await
+    let mut seen = HashSet::new();
+    Ok(events
+        .iter()
+        .map(|e| {
+            let key = (e.tenant.as_str(), e.event_id.as_str());
+            if !seen.insert(key) {
+                Claim::Again
+            } else if inserted.contains(&key) {
+                Claim::New
+            } else {
+                let (status, transaction) = known
+                    .remove(&(e.tenant.clone(), e.event_id.clone()))
+                    .unwrap_or_else(|| ("accepted".to_string(), None));
+                Claim::Known(status, transaction)
+            }
+        })
+        .collect())
 }
 
-/// The order's row, created if new, locked until the transaction ends: events of one order
-/// are decided one at a time. A new order costs one statement: the row this transaction
-/// inserts is its own until it ends (a concurrent insert of the same order waits for it, then
-/// reads it under the lock below).
-pub async fn lock_order(
+/// An order's row as the stage reads it under its lock, and changes.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrderState {
+    pub tenant: String,
+    pub order_id: String,
+    pub payload: Option<Value>,
+    pub sale_status: String,
+    pub void_status: String,
+    pub cancelled: bool,
+    /// An event of the order was parked (waiting for its sale) at some point.
+    pub parked: bool,
+}
+
+/// The orders' rows, created if new, locked until the transaction ends: events of one order
+/// are decided one at a time. Locks are taken in key order (two batches never wait for each
+/// other in a circle). New orders cost one statement: the rows this transaction inserts are its
+/// own until it ends (a concurrent insert of the same order waits for it, then reads it under
+/// the lock below).
+pub async fn lock_orders(
     tx: &mut PgConnection,
-    tenant: &str,
-    order_id: &str,
-) -> sqlx::Result<OrderState> {
-    let created: Option<OrderState> = sqlx::query_as(
-        "INSERT INTO newstore_orders (tenant, order_id) VALUES ($1, $2)
+    keys: &[(&str, &str)],
+) -> sqlx::Result<Vec<OrderState>> {
+    let mut keys = keys.to_vec();
+    keys.sort_unstable();
+    keys.dedup();
+    let tenants: Vec<&str> = keys.iter().map(|(t, _)| *t).collect();
+    let orders: Vec<&str> = keys.iter().map(|(_, o)| *o).collect();
+    let mut states: Vec<OrderState> = sqlx::query_as(
+        "INSERT INTO newstore_orders (tenant, order_id)
+         SELECT * FROM unnest($1::text[], $2::text[])
          ON CONFLICT (tenant, order_id) DO NOTHING
-         RETURNING payload, sale_status, void_status, cancelled",
+         RETURNING tenant, order_id, payload, sale_status, void_status, cancelled, parked",
     )
-    .bind(tenant)
-    .bind(order_id)
-    .fetch_optional(&mut *tx)
+    .bind(&tenants)
+    .bind(&orders)
+    .fetch_all(&mut *tx)
     .await?;
-    if let Some(state) = created {
-        return Ok(state);
+    if states.len() < keys.len() {
+        let created: HashSet<(String, String)> = states
+            .iter()
+            .map(|s| (s.tenant.clone(), s.order_id.clone()))
+            .collect();
+        let (tenants, orders): (Vec<&str>, Vec<&str>) = keys
+            .iter()
+            .filter(|(t, o)| !created.contains(&(t.to_string(), o.to_string())))
+            .copied()
+            .unzip();
+        let existing: Vec<OrderState> = sqlx::query_as(
+            "SELECT tenant, order_id, payload, sale_status, void_status, cancelled, parked
+             FROM newstore_orders
+             WHERE (tenant, order_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+             ORDER BY tenant, order_id FOR UPDATE",
+        )
+        .bind(&tenants)
+        .bind(&orders)
+        .fetch_all(&mut *tx)
+        .await?;
+        states.extend(existing);
     }
-    sqlx::query_as(
-        "SELECT payload, sale_status, void_status, cancelled FROM newstore_orders
-         WHERE tenant = $1 AND order_id = $2 FOR UPDATE",
-    )
-    .bind(tenant)
-    .bind(order_id)
-    .fetch_one(&mut *tx)
-    .await
+    Ok(states)
 }
 
-/// The returns of an order sent to Hail before `except` (theirs, as NewStore listed them), in
-/// the order they were decided.
-pub async fn earlier_returns(
+/// The returns of these orders sent to Hail (theirs, as NewStore listed them), in the order
+/// they were decided: `(tenant, order id, event id, return)`.
+pub async fn returns_sent(
     tx: &mut PgConnection,
-    tenant: &str,
-    order_id: &str,
-    except: &str,
-) -> sqlx::Result<Vec<Value>> {
-    sqlx::query_scalar(
-        "SELECT return_event FROM newstore_events
-         WHERE tenant = $1 AND order_id = $2 AND event_id <> $3
+    keys: &[(&str, &str)],
+) -> sqlx::Result<Vec<(String, String, String, Value)>> {
+    let (tenants, orders): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
+    sqlx::query_as(
+        "SELECT tenant, order_id, event_id, return_event FROM newstore_events
+         WHERE (tenant, order_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
            AND return_event IS NOT NULL AND hail_transaction IS NOT NULL
            AND status IN ('accepted', 'delivered')
          ORDER BY decided_at",
     )
-    .bind(tenant)
-    .bind(order_id)
-    .bind(except)
+    .bind(&tenants)
+    .bind(&orders)
     .fetch_all(&mut *tx)
     .await
 }
 
-/// Whether the order's sale reached Hail.
-pub async fn sale_delivered(db: &PgPool, tenant: &str, order_id: &str) -> sqlx::Result<bool> {
-    Ok(sqlx::query_scalar::<_, String>(
-        "SELECT sale_status FROM newstore_orders WHERE tenant = $1 AND order_id = $2",
+/// What the stage decided for one event.
+#[derive(Debug)]
+pub struct EventDecided<'a> {
+    pub tenant: &'a str,
+    pub event_id: &'a str,
+    pub status: &'static str,
+    pub hail_transaction: Option<Value>,
+    pub last_error: Option<String>,
+}
+
+/// Writes a batch's decisions: each event's status (with the transaction it commands, or the
+/// error that blocks it; `decided_at` in decision order) and each order's row as the batch
+/// left it, in one statement.
+pub async fn decided(
+    tx: &mut PgConnection,
+    events: &[EventDecided<'_>],
+    orders: &[&OrderState],
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "WITH event AS (
+           UPDATE newstore_events e
+           SET status = i.status,
+               hail_transaction_id = COALESCE(i.tx->>'transaction_id', e.hail_transaction_id),
+               hail_transaction = COALESCE(i.tx, e.hail_transaction),
+               decided_at = CASE WHEN i.tx IS NULL THEN e.decided_at
+                                 ELSE clock_timestamp() + i.ord * interval '1 microsecond' END,
+               last_error = i.error, updated_at = now()
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[])
+             WITH ORDINALITY AS i(tenant, event_id, status, tx, error, ord)
+           WHERE e.tenant = i.tenant AND e.event_id = i.event_id
+         )
+         UPDATE newstore_orders o
+         SET payload = i.payload, sale_status = i.sale_status, void_status = i.void_status,
+             cancelled = i.cancelled, parked = i.parked, updated_at = now()
+         FROM unnest($6::text[], $7::text[], $8::jsonb[], $9::text[], $10::text[], $11::bool[],
+                     $12::bool[])
+           AS i(tenant, order_id, payload, sale_status, void_status, cancelled, parked)
+         WHERE o.tenant = i.tenant AND o.order_id = i.order_id",
+    )
+    .bind(events.iter().map(|e| e.tenant).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.status).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.hail_transaction.as_ref()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.last_error.as_deref()).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.tenant.as_str()).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.order_id.as_str()).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.payload.as_ref()).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.sale_status.as_str()).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.void_status.as_str()).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.cancelled).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.parked).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Whether what waits for the order's sale can be decided now: the sale reached Hail, or the
+/// order was cancelled before its sale was sent (it never will be).
+pub async fn parked_can_go(db: &PgPool, tenant: &str, order_id: &str) -> sqlx::Result<bool> {
+    Ok(sqlx::query_scalar::<_, bool>(
+        "SELECT sale_status = 'delivered' OR (cancelled AND sale_status = 'none')
+         FROM newstore_orders WHERE tenant = $1 AND order_id = $2",
     )
     .bind(tenant)
     .bind(order_id)
     .fetch_optional(db)
     .await?
-    .as_deref()
-        == Some("delivered"))
-}
-
-/// What the stage decided for an event ([`set_event`]'s columns) and the order's changes that
-/// go with it (its payload, sale and void status when given, cancelled when set), in one
-/// statement.
-#[allow(clippy::too_many_arguments)]
-pub async fn decided(
-    tx: &mut PgConnection,
-    tenant: &str,
-    event_id: &str,
-    status: &str,
-    hail_transaction: Option<&Value>,
-    last_error: Option<&str>,
-    order_id: &str,
-    payload: Option<&Value>,
-    sale_status: Option<&str>,
-    void_status: Option<&str>,
-    cancelled: bool,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "WITH event AS (
-           UPDATE newstore_events
-           SET status = $3,
-               hail_transaction_id = COALESCE($4->>'transaction_id', hail_transaction_id),
-               hail_transaction = COALESCE($4, hail_transaction),
-               decided_at = CASE WHEN $4 IS NULL THEN decided_at ELSE clock_timestamp() END,
-               last_error = $5, updated_at = now()
-           WHERE tenant = $1 AND event_id = $2
-         )
-         UPDATE newstore_orders
-         SET payload = COALESCE($7, payload), sale_status = COALESCE($8, sale_status),
-             void_status = COALESCE($9, void_status), cancelled = cancelled OR $10,
-             updated_at = now()
-         WHERE tenant = $1 AND order_id = $6",
-    )
-    .bind(tenant)
-    .bind(event_id)
-    .bind(status)
-    .bind(hail_transaction)
-    .bind(last_error)
-    .bind(order_id)
-    .bind(payload)
-    .bind(sale_status)
-    .bind(void_status)
-    .bind(cancelled)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    .unwrap_or(false))
 }
 
 /// Sets an event's status (and the transaction it commands, or the error that blocks it).
@@ -234,47 +299,83 @@ pub async fn event_status(db: &PgPool, tenant: &str, event_id: &str) -> sqlx::Re
         .await
 }
 
-/// One call to Hail for an event's transaction, and what it means, in one statement (one
-/// round trip, one commit): the attempt is recorded; on success (`delivered`) the event is
-/// `delivered` and, for a sale or a void, so is the order's; else the event stays `accepted`
-/// with `error`.
-#[allow(clippy::too_many_arguments)]
-pub async fn delivery_attempted(
+/// One call to Hail for an event's transaction, and what it came to.
+#[derive(Debug)]
+pub struct HailOutcome {
+    pub tenant: String,
+    pub event_id: String,
+    pub order_id: String,
+    /// `sale`, `void` or `return`.
+    pub kind: &'static str,
+    /// Hail answered 2xx.
+    pub delivered: bool,
+    pub error: Option<String>,
+    pub attempt: Attempt,
+}
+
+/// Calls to Hail and what they mean, in one statement (one round trip) for them all: every
+/// attempt is recorded; a delivered event is `delivered` (and, for a sale or a void, so is its
+/// order's); else the event stays `accepted` with its error. Answers, per outcome, whether it
+/// is a delivered sale whose order has parked events to release.
+pub async fn deliveries_recorded(
     db: &mut PgConnection,
-    tenant: &str,
-    event_id: &str,
-    order_id: &str,
-    kind: &str,
-    delivered: bool,
-    error: Option<&str>,
-    attempt: &Attempt,
-) -> sqlx::Result<()> {
+    outcomes: &[&HailOutcome],
+) -> sqlx::Result<Vec<bool>> {
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH {},
+             input AS (
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[],
+                                    $6::text[]) WITH ORDINALITY
+                 AS i(tenant, event_id, order_id, kind, delivered, error, ord)
+             ),
              event AS (
-               UPDATE newstore_events
-               SET status = CASE WHEN $5 THEN 'delivered' ELSE 'accepted' END,
-                   last_error = $6, updated_at = now()
-               WHERE tenant = $1 AND event_id = $2
+               UPDATE newstore_events e
+               SET status = CASE WHEN i.delivered THEN 'delivered' ELSE 'accepted' END,
+                   last_error = i.error, updated_at = now()
+               FROM (SELECT DISTINCT ON (tenant, event_id) * FROM input
+                     ORDER BY tenant, event_id, delivered DESC, ord DESC) i
+               WHERE e.tenant = i.tenant AND e.event_id = i.event_id
              )
-             UPDATE newstore_orders
-             SET sale_status = CASE WHEN $4 = 'sale' THEN 'delivered' ELSE sale_status END,
-                 void_status = CASE WHEN $4 = 'void' THEN 'delivered' ELSE void_status END,
+             UPDATE newstore_orders o
+             SET sale_status = CASE WHEN i.sale THEN 'delivered' ELSE o.sale_status END,
+                 void_status = CASE WHEN i.void THEN 'delivered' ELSE o.void_status END,
                  updated_at = now()
-             WHERE $5 AND $4 IN ('sale', 'void') AND tenant = $1 AND order_id = $3",
-            attempts::cte(7)
+             FROM (SELECT tenant, order_id, bool_or(kind = 'sale') AS sale,
+                          bool_or(kind = 'void') AS void
+                   FROM input WHERE delivered AND kind IN ('sale', 'void')
+                   GROUP BY tenant, order_id) i
+             WHERE o.tenant = i.tenant AND o.order_id = i.order_id
+             RETURNING o.tenant, o.order_id, o.parked",
+            attempts::many_cte(7)
         )
     });
-    let query = sqlx::query(SQL.as_str())
-        .bind(tenant)
-        .bind(event_id)
-        .bind(order_id)
-        .bind(kind)
-        .bind(delivered)
-        .bind(error);
-    crate::bind_attempt!(query, attempt).execute(db).await?;
-    Ok(())
+    let column = |f: fn(&HailOutcome) -> &str| -> Vec<&str> { outcomes.iter().map(|o| f(o)).collect() };
+    let mut attempts = attempts::Columns::default();
+    for outcome in outcomes {
+        attempts.push(&outcome.attempt);
+    }
+    let query = sqlx::query_as::<_, (String, String, bool)>(SQL.as_str())
+        .bind(column(|o| &o.tenant))
+        .bind(column(|o| &o.event_id))
+        .bind(column(|o| &o.order_id))
+        .bind(column(|o| o.kind))
+        .bind(outcomes.iter().map(|o| o.delivered).collect::<Vec<_>>())
+        .bind(outcomes.iter().map(|o| o.error.as_deref()).collect::<Vec<_>>());
+    let orders = crate::bind_attempts!(query, &attempts).fetch_all(db).await?;
+    let parked: HashSet<(&str, &str)> = orders
+        .iter()
+        .filter(|(_, _, parked)| *parked)
+        .map(|(tenant, order, _)| (tenant.as_str(), order.as_str()))
+        .collect();
+    Ok(outcomes
+        .iter()
+        .map(|o| {
+            o.delivered
+                && o.kind == "sale"
+                && parked.contains(&(o.tenant.as_str(), o.order_id.as_str()))
+        })
+        .collect())
 }
 
 pub async fn event(db: &PgPool, tenant: &str, event_id: &str) -> sqlx::Result<Option<EventRow>> {
