@@ -47,6 +47,7 @@ impl Batched for Recorder {
     type Job = HailOutcome;
     /// A delivered sale whose order has parked events.
     type Done = bool;
+    const ONE_STATEMENT: bool = true;
 
     fn run<'a>(
         &'a self,

@@ -80,24 +80,19 @@ impl Batched for Decider {
 
 impl Decider {
     /// Records `events` once and decides them, in arrival order, inside `tx` under their
-    /// orders' row locks. A handful of statements for the whole batch: claim the events, lock
-    /// the orders, read earlier returns if a return needs them, write every decision.
+    /// orders' row locks. Two statements for a batch of new events and new orders (claim and
+    /// create; write every decision), a few more when some were known or a return needs the
+    /// order's earlier returns.
     async fn decide(&self, tx: &mut PgConnection, events: &[&Accepted]) -> Result<Vec<After>, Failure> {
-        let claims = store::claim_events(tx, events).await?;
+        let (claims, states) = store::claim_and_lock(tx, events, |event, claim| {
+            order_to_decide(event, claim).map(|(t, o)| (t.to_string(), o.to_string()))
+        })
+        .await?;
         let pairs: Vec<(&Accepted, &store::Claim)> = events.iter().copied().zip(&claims).collect();
-        let keys: Vec<(&str, &str)> = pairs
-            .iter()
-            .filter_map(|(event, claim)| order_to_decide(event, claim))
+        let mut orders: HashMap<(String, String), store::OrderState> = states
+            .into_iter()
+            .map(|state| ((state.tenant.clone(), state.order_id.clone()), state))
             .collect();
-        let mut orders: HashMap<(String, String), store::OrderState> = if keys.is_empty() {
-            HashMap::new()
-        } else {
-            store::lock_orders(tx, &keys)
-                .await?
-                .into_iter()
-                .map(|state| ((state.tenant.clone(), state.order_id.clone()), state))
-                .collect()
-        };
         // What earlier returns of an order took back, for the returns that may go out now.
         let returning: Vec<(&str, &str)> = pairs
             .iter()
@@ -231,12 +226,7 @@ impl Decider {
 /// The order (tenant, order id) of an event that is decided now: a new one, or a parked one
 /// released back here, that names its order.
 fn order_to_decide<'a>(event: &'a Accepted, claim: &store::Claim) -> Option<(&'a str, &'a str)> {
-    let now = match claim {
-        store::Claim::New => true,
-        store::Claim::Known(status, _) => status == "parked",
-        store::Claim::Again => false,
-    };
-    if !now || event.kind.is_none() {
+    if !claim.decides_now() || event.kind.is_none() {
         return None;
     }
     Some((event.tenant.as_str(), event.order_id.as_deref()?))

@@ -48,9 +48,60 @@ pub enum Claim {
     Again,
 }
 
-/// Records the events not known yet as `accepted` and locks the known ones' rows; answers
-/// each event's [`Claim`], in order. One statement, two when some were known.
-pub async fn claim_events(tx: &mut PgConnection, events: &[&Accepted]) -> sqlx::Result<Vec<Claim>> {
+impl Claim {
+    /// Whether the event is decided now: a new one, or a parked one released back.
+    pub fn decides_now(&self) -> bool {
+        match self {
+            Claim::New => true,
+            Claim::Known(status, _) => status == "parked",
+            Claim::Again => false,
+        }
+    }
+}
+
+/// An order's row as the stage reads it under its lock, and changes.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrderState {
+    pub tenant: String,
+    pub order_id: String,
+    pub payload: Option<Value>,
+    pub sale_status: String,
+    pub void_status: String,
+    pub cancelled: bool,
+    /// An event of the order was parked (waiting for its sale) at some point.
+    pub parked: bool,
+}
+
+/// A row of [`claim_and_lock`]'s first statement: an event it recorded, or an order it
+/// created.
+type Claimed = (
+    bool,
+    String,
+    String,
+    Option<Value>,
+    Option<String>,
+    Option<String>,
+    Option<bool>,
+    Option<bool>,
+);
+
+/// Claims a batch of events and locks the rows of the orders to decide, in one statement
+/// when everything is new (the common case), up to three otherwise:
+///
+/// 1. records the events not known yet as `accepted`, and creates the orders not known yet
+///    (the rows this transaction inserts are its own until it ends; a concurrent insert of the
+///    same order waits for it, then reads it under the lock below);
+/// 2. if some events were known, locks their rows and reads their status;
+/// 3. if some orders to decide existed, locks their rows (in key order: two batches never wait
+///    for each other in a circle) and reads them.
+///
+/// Answers each event's [`Claim`], in order, and the state of every order an event decided
+/// now names (what `order_key` gives for them).
+pub async fn claim_and_lock(
+    tx: &mut PgConnection,
+    events: &[&Accepted],
+    order_key: impl Fn(&Accepted, &Claim) -> Option<(String, String)>,
+) -> sqlx::Result<(Vec<Claim>, Vec<OrderState>)> {
     let mut return_events = Vec::with_capacity(events.len());
     for event in events {
         let value = event.return_event.as_ref().map(serde_json::to_value).transpose();
@@ -58,23 +109,63 @@ pub async fn claim_events(tx: &mut PgConnection, events: &[&Accepted]) -> sqlx::
     }
     let column = |f: fn(&Accepted) -> &str| -> Vec<&str> { events.iter().map(|e| f(e)).collect() };
     let (tenants, event_ids) = (column(|e| &e.tenant), column(|e| &e.event_id));
-    let inserted: Vec<(String, String)> = sqlx::query_as(
-        "INSERT INTO newstore_events (tenant, event_id, name, order_id, status, return_event)
-         SELECT tenant, event_id, name, order_id, 'accepted', return_event
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[])
-           AS i(tenant, event_id, name, order_id, return_event)
-         ON CONFLICT (tenant, event_id) DO NOTHING
-         RETURNING tenant, event_id",
+    // Every order an event names, decided now or not (creating one that exists is a no-op).
+    let mut all_orders: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e.kind.is_some())
+        .filter_map(|e| Some((e.tenant.as_str(), e.order_id.as_deref()?)))
+        .collect();
+    all_orders.sort_unstable();
+    all_orders.dedup();
+    let (order_tenants, order_ids): (Vec<&str>, Vec<&str>) = all_orders.iter().copied().unzip();
+    let rows: Vec<Claimed> = sqlx::query_as(
+        "WITH events AS (
+           INSERT INTO newstore_events (tenant, event_id, name, order_id, status, return_event)
+           SELECT tenant, event_id, name, order_id, 'accepted', return_event
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[])
+             AS i(tenant, event_id, name, order_id, return_event)
+           ON CONFLICT (tenant, event_id) DO NOTHING
+           RETURNING tenant, event_id
+         ), orders AS (
+           INSERT INTO newstore_orders (tenant, order_id)
+           SELECT * FROM unnest($6::text[], $7::text[])
+           ON CONFLICT (tenant, order_id) DO NOTHING
+           RETURNING tenant, order_id, payload, sale_status, void_status, cancelled, parked
+         )
+         SELECT true, tenant, event_id, NULL::jsonb, NULL, NULL, NULL::bool, NULL::bool
+         FROM events
+         UNION ALL
+         SELECT false, tenant, order_id, payload, sale_status, void_status, cancelled, parked
+         FROM orders",
     )
     .bind(&tenants)
     .bind(&event_ids)
     .bind(column(|e| &e.name))
     .bind(events.iter().map(|e| e.order_id.as_deref()).collect::<Vec<_>>())
     .bind(&return_events)
+    .bind(&order_tenants)
+    .bind(&order_ids)
     .fetch_all(&mut *tx)
     .await?;
-    let inserted: HashSet<(&str, &str)> =
-        inserted.iter().map(|(t, e)| (t.as_str(), e.as_str())).collect();
+    let mut inserted = HashSet::new();
+    let mut orders = HashMap::new();
+    for (is_event, tenant, id, payload, sale_status, void_status, cancelled, parked) in rows {
+        if is_event {
+            inserted.insert((tenant, id));
+        } else {
+            let state = OrderState {
+                tenant: tenant.clone(),
+                order_id: id.clone(),
+                payload,
+                sale_status: sale_status.unwrap_or_default(),
+                void_status: void_status.unwrap_or_default(),
+                cancelled: cancelled.unwrap_or_default(),
+                parked: parked.unwrap_or_default(),
+            };
+            orders.insert((tenant, id), state);
+        }
+    }
+
     let mut known = HashMap::new();
     if inserted.len() < events.len() {
         let rows: Vec<(String, String, String, Option<Value>)> = sqlx::query_as(
@@ -92,84 +183,47 @@ pub async fn claim_events(tx: &mut PgConnection, events: &[&Accepted]) -> sqlx::
             .collect();
     }
     let mut seen = HashSet::new();
-    Ok(events
+    let claims: Vec<Claim> = events
         .iter()
         .map(|e| {
-            let key = (e.tenant.as_str(), e.event_id.as_str());
-            if !seen.insert(key) {
+            let key = (e.tenant.clone(), e.event_id.clone());
+            if !seen.insert(key.clone()) {
                 Claim::Again
             } else if inserted.contains(&key) {
                 Claim::New
             } else {
                 let (status, transaction) = known
-                    .remove(&(e.tenant.clone(), e.event_id.clone()))
+                    .remove(&key)
                     .unwrap_or_else(|| ("accepted".to_string(), None));
                 Claim::Known(status, transaction)
             }
         })
-        .collect())
-}
+        .collect();
 
-/// An order's row as the stage reads it under its lock, and changes.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct OrderState {
-    pub tenant: String,
-    pub order_id: String,
-    pub payload: Option<Value>,
-    pub sale_status: String,
-    pub void_status: String,
-    pub cancelled: bool,
-    /// An event of the order was parked (waiting for its sale) at some point.
-    pub parked: bool,
-}
-
-/// The orders' rows, created if new, locked until the transaction ends: events of one order
-/// are decided one at a time. Locks are taken in key order (two batches never wait for each
-/// other in a circle). New orders cost one statement: the rows this transaction inserts are its
-/// own until it ends (a concurrent insert of the same order waits for it, then reads it under
-/// the lock below).
-pub async fn lock_orders(
-    tx: &mut PgConnection,
-    keys: &[(&str, &str)],
-) -> sqlx::Result<Vec<OrderState>> {
-    let mut keys = keys.to_vec();
-    keys.sort_unstable();
-    keys.dedup();
-    let tenants: Vec<&str> = keys.iter().map(|(t, _)| *t).collect();
-    let orders: Vec<&str> = keys.iter().map(|(_, o)| *o).collect();
-    let mut states: Vec<OrderState> = sqlx::query_as(
-        "INSERT INTO newstore_orders (tenant, order_id)
-         SELECT * FROM unnest($1::text[], $2::text[])
-         ON CONFLICT (tenant, order_id) DO NOTHING
-         RETURNING tenant, order_id, payload, sale_status, void_status, cancelled, parked",
-    )
-    .bind(&tenants)
-    .bind(&orders)
-    .fetch_all(&mut *tx)
-    .await?;
-    if states.len() < keys.len() {
-        let created: HashSet<(String, String)> = states
-            .iter()
-            .map(|s| (s.tenant.clone(), s.order_id.clone()))
-            .collect();
-        let (tenants, orders): (Vec<&str>, Vec<&str>) = keys
-            .iter()
-            .filter(|(t, o)| !created.contains(&(t.to_string(), o.to_string())))
-            .copied()
-            .unzip();
-        let existing: Vec<OrderState> = sqlx::query_as(
+    let mut existing: Vec<(String, String)> = events
+        .iter()
+        .zip(&claims)
+        .filter_map(|(e, claim)| order_key(e, claim))
+        .filter(|key| !orders.contains_key(key))
+        .collect();
+    existing.sort_unstable();
+    existing.dedup();
+    let mut states: Vec<OrderState> = orders.into_values().collect();
+    if !existing.is_empty() {
+        let (tenants, order_ids): (Vec<String>, Vec<String>) = existing.into_iter().unzip();
+        let locked: Vec<OrderState> = sqlx::query_as(
             "SELECT tenant, order_id, payload, sale_status, void_status, cancelled, parked
              FROM newstore_orders
              WHERE (tenant, order_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
              ORDER BY tenant, order_id FOR UPDATE",
         )
         .bind(&tenants)
-        .bind(&orders)
+        .bind(&order_ids)
         .fetch_all(&mut *tx)
         .await?;
-        states.extend(existing);
+        states.extend(locked);
     }
-    Ok(states)
+    Ok((claims, states))
 }
 
 /// The returns of these orders sent to Hail (theirs, as NewStore listed them), in the order
