@@ -128,6 +128,9 @@ pub trait Source: Send + Sync + 'static {
     const WHAT: &'static str;
     /// The secret that must be the hub's for anything to be accepted.
     const SECRET_VAR: &'static str;
+    /// The status of an accepted request (202 for what goes on through a stream, 200 for an
+    /// answer given at once).
+    const ACCEPTED: u16 = 202;
 
     fn send(&self) -> impl std::future::Future<Output = anyhow::Result<Sent<Self::Id>>> + Send;
 }
@@ -157,7 +160,7 @@ pub async fn closed_loop<S: Source>(
             let mut mine = Vec::new();
             while Instant::now() < deadline {
                 let why = match source.send().await {
-                    Ok(sent) if sent.status == 202 => {
+                    Ok(sent) if sent.status == S::ACCEPTED => {
                         accepted.fetch_add(1, Ordering::Relaxed);
                         mine.push(sent.latency.as_micros() as u64);
                         continue;
@@ -231,7 +234,7 @@ pub async fn open_loop<S: Source>(
         let (source, sent) = (source.clone(), sent.clone());
         tasks.spawn(async move {
             if let Ok(s) = source.send().await
-                && s.status == 202
+                && s.status == S::ACCEPTED
             {
                 sent.lock().await.push(s);
             }

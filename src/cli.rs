@@ -72,8 +72,9 @@ enum Command {
         command: ParkedCommand,
     },
     /// Print the signature headers for a JSON body, ready for `curl -H @-`: the wallet's
-    /// X-Timestamp and X-Signature, or NewStore's X-NewStore-Signature (`--scheme newstore`,
-    /// over the body exactly as given: send it byte for byte).
+    /// X-Timestamp and X-Signature, NewStore's X-NewStore-Signature (`--scheme newstore`) or
+    /// the game provider's x-casino-signature (`--scheme casino`); the last two are over the
+    /// body exactly as given: send it byte for byte.
     Sign {
         /// The JSON body to sign; `-` reads it from standard input.
         #[arg(long)]
@@ -81,7 +82,8 @@ enum Command {
         #[arg(long, value_enum, default_value = "wallet")]
         scheme: SignScheme,
         /// Signing secret; defaults to WALLET_HMAC_SECRET (NEWSTORE_WEBHOOK_SECRET with
-        /// `--scheme newstore`), else the demo secret of `ihub dev`.
+        /// `--scheme newstore`, CASINO_SECRET with `--scheme casino`), else the demo secret of
+        /// `ihub dev`.
         #[arg(long)]
         secret: Option<String>,
         /// Unix seconds to sign with (default: now).
@@ -143,6 +145,7 @@ enum SimulateCommand {
 enum SignScheme {
     Wallet,
     Newstore,
+    Casino,
 }
 
 /// Which integrations a command runs.
@@ -245,9 +248,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Consume { select, only } => {
             // A typo in --only is reported before anything is connected.
-            let consumers = integrations::consumers(&select.integrations()?, &only)?;
+            let selected = select.integrations()?;
+            let consumers = integrations::consumers(&selected, &only)?;
+            let services = integrations::services(&selected, &only);
             let cfg = Config::from_env()?;
             cfg.env.require(&startup::consumer_secrets(&consumers))?;
+            cfg.env.require(&startup::service_secrets(&services))?;
             let mut running = Running::start(cfg, "consume")?;
             let started = async {
                 let cfg = &running.cfg;
@@ -256,6 +262,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 startup::consumers(
                     cfg,
                     &consumers,
+                    bus.clone(),
+                    db.clone(),
+                    &running.shutdown,
+                    &mut running.tasks,
+                )
+                .await?;
+                startup::services(
+                    cfg,
+                    &services,
                     bus,
                     db,
                     &running.shutdown,
@@ -314,6 +329,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let var = match scheme {
                 SignScheme::Wallet => &WALLET_HMAC,
                 SignScheme::Newstore => &crate::integrations::newstore::config::NEWSTORE_WEBHOOK,
+                SignScheme::Casino => &crate::integrations::casino::config::CASINO_SECRET,
             };
             let secret = secret
                 .or_else(|| std::env::var(var.name).ok())
@@ -325,13 +341,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     );
                     var.demo.to_string()
                 });
-            if let SignScheme::Newstore = scheme {
-                let signature = crate::integrations::newstore::signature::sign(
-                    &Secret::new(secret),
-                    body.as_bytes(),
-                );
-                println!("X-NewStore-Signature: {signature}");
-                return Ok(());
+            let body_signature =
+                crate::signatures::body_signature(&Secret::new(secret.clone()), body.as_bytes());
+            match scheme {
+                SignScheme::Newstore => {
+                    println!("X-NewStore-Signature: {body_signature}");
+                    return Ok(());
+                }
+                SignScheme::Casino => {
+                    println!("x-casino-signature: {body_signature}");
+                    return Ok(());
+                }
+                SignScheme::Wallet => {}
             }
             let tolerance = WalletConfig::from_env(&Env::process())?.signature_tolerance;
             let signer = TimestampedHmac::new(Secret::new(secret), tolerance);
@@ -373,6 +394,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             client::simulate(&sender, kind, count, order_id.as_deref()).await
         }
+        Command::Bench(args) if args.scenario == "casino" => {
+            crate::integrations::casino::bench::run(&Config::from_env()?, &args.load()).await
+        }
         Command::Bench(args) if args.scenario == "newstore" => {
             crate::integrations::newstore::bench::run(&Config::from_env()?, &args.load()).await
         }
@@ -384,7 +408,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
 /// `ihub dev`: the demo settings of `integrations` beneath the environment, setup, then their
 /// mocks, consumers and routes in one process, wired to each other.
 async fn dev(integrations: Vec<&'static Integration>) -> anyhow::Result<()> {
-    let secrets: Vec<_> = integrations.iter().flat_map(|i| i.secrets()).collect();
+    let mut secrets: Vec<_> = integrations.iter().flat_map(|i| i.secrets()).collect();
+    // Integrations share some (ADMIN_TOKEN): each is filled, and named, once.
+    let mut seen = std::collections::HashSet::new();
+    secrets.retain(|s| seen.insert(s.name));
     let (env, filled) = Env::process()
         .with_defaults(
             integrations
@@ -419,6 +446,16 @@ async fn dev(integrations: Vec<&'static Integration>) -> anyhow::Result<()> {
             &mut running.tasks,
         )
         .await?;
+        let services = integrations::services(&integrations, &[]);
+        startup::services(
+            &cfg,
+            &services,
+            bus.clone(),
+            db.clone(),
+            &running.shutdown,
+            &mut running.tasks,
+        )
+        .await?;
         let url = startup::ingress(
             &cfg,
             &integrations,
@@ -435,6 +472,10 @@ async fn dev(integrations: Vec<&'static Integration>) -> anyhow::Result<()> {
         }
         let durables: Vec<&str> = consumers.iter().map(|c| c.durable()).collect();
         banner.push_str(&format!("  {:<15}{}\n", "consumers", durables.join(", ")));
+        let served: Vec<&str> = services.iter().map(|s| s.name).collect();
+        if !served.is_empty() {
+            banner.push_str(&format!("  {:<15}{}\n", "services", served.join(", ")));
+        }
         println!("{banner}ctrl-c stops it; the README has curl examples.");
         anyhow::Ok(())
     }

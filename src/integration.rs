@@ -12,6 +12,7 @@ use crate::config::{Env, SecretVar};
 use crate::ingress::Ingress;
 use crate::mocks::Mock;
 use crate::runtime::Consumer;
+use crate::runtime::service::Service;
 use crate::schemas::{Event, Schema};
 
 pub struct Integration {
@@ -23,6 +24,8 @@ pub struct Integration {
     pub ingress: Ingress,
     /// Its durable consumers, in pipeline order.
     pub consumers: &'static [Consumer],
+    /// What it serves request/reply from the consumer processes.
+    pub services: &'static [Service],
     /// Every schema it accepts or publishes (all of `schemas/<name>/`).
     pub schemas: &'static [&'static Schema],
     /// The schema of the events on each subject it publishes to a stream.
@@ -43,6 +46,7 @@ impl Integration {
             .secrets
             .iter()
             .chain(self.consumers.iter().flat_map(|c| c.secrets))
+            .chain(self.services.iter().flat_map(|s| s.secrets))
             .chain(self.mocks.iter().flat_map(|m| m.secrets));
         for secret in parts {
             if !secrets.contains(secret) {

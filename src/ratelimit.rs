@@ -85,6 +85,47 @@ pub fn gcra(
     }
 }
 
+/// A token bucket per key kept in this process only (no round trip): for limits that guard a
+/// hot path against runaway callers, where each process enforcing its share is enough.
+pub struct Local {
+    capacity: u32,
+    per_sec: f64,
+    tats: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+}
+
+/// Past this many keys, those whose bucket is full again are forgotten.
+const LOCAL_KEYS: usize = 100_000;
+
+impl Local {
+    pub fn new(capacity: u32, per_sec: f64) -> Self {
+        Self {
+            capacity,
+            per_sec,
+            tats: Default::default(),
+        }
+    }
+
+    /// Takes a token of `key` at `now_ms`.
+    pub fn take(&self, key: &str, now_ms: i64) -> Decision {
+        let mut tats = self
+            .tats
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if tats.len() >= LOCAL_KEYS {
+            tats.retain(|_, tat| *tat > now_ms);
+        }
+        match gcra(tats.get(key).copied(), now_ms, self.capacity, self.per_sec) {
+            Ok(tat) => {
+                tats.insert(key.to_string(), tat);
+                Decision::Allowed
+            }
+            Err(wait) => Decision::Limited {
+                retry_after: whole_seconds(wait),
+            },
+        }
+    }
+}
+
 /// A wait rounded up to whole seconds, at least one.
 fn whole_seconds(wait: Duration) -> Duration {
     Duration::from_secs(wait.as_millis().div_ceil(1000).max(1) as u64)
@@ -417,5 +458,24 @@ mod tests {
             );
             assert_eq!(third, Decision::Allowed, "the token came back");
         }
+    }
+
+    #[test]
+    fn a_local_bucket_refuses_past_its_capacity_and_refills() {
+        let local = Local::new(3, 10.0);
+        for _ in 0..3 {
+            assert_eq!(local.take("p", 1_000), Decision::Allowed);
+        }
+        assert!(matches!(local.take("p", 1_000), Decision::Limited { .. }));
+        assert_eq!(
+            local.take("other", 1_000),
+            Decision::Allowed,
+            "keys are separate"
+        );
+        assert_eq!(
+            local.take("p", 1_100),
+            Decision::Allowed,
+            "a token refilled after 100 ms"
+        );
     }
 }

@@ -15,6 +15,7 @@ use crate::idempotency::Idempotency;
 use crate::integration::Integration;
 use crate::mocks::{self, Mock};
 use crate::nats::{Bus, provision};
+use crate::runtime::service::{self, Service};
 use crate::runtime::{self, Consumer};
 use crate::{db, http_client, ingress, integrations, server};
 
@@ -156,6 +157,38 @@ pub async fn consumers(
         tasks.spawn(pulling.into_future());
     }
     Ok(())
+}
+
+/// Starts `services`: each can serve requests when this returns.
+pub async fn services(
+    cfg: &Arc<Config>,
+    services: &[&'static Service],
+    bus: Bus,
+    db: PgPool,
+    shutdown: &CancellationToken,
+    tasks: &mut Tasks,
+) -> anyhow::Result<()> {
+    let ctx = service::Context {
+        http: http_client::client(cfg.http_timeout),
+        cfg: cfg.clone(),
+        bus,
+        db,
+    };
+    for service in services {
+        let serving = (service.start)(ctx.clone(), shutdown.clone())
+            .await
+            .with_context(|| format!("could not start service {}", service.name))?;
+        tasks.spawn(serving);
+    }
+    Ok(())
+}
+
+/// The secrets `services` need.
+pub fn service_secrets(services: &[&'static Service]) -> Vec<&'static SecretVar> {
+    services
+        .iter()
+        .flat_map(|s| s.secrets.iter().copied())
+        .collect()
 }
 
 /// Binds each mock at its address (`<MOCK>_ADDR`, else its default).

@@ -6,6 +6,7 @@ use anyhow::bail;
 use crate::integration::Integration;
 use crate::nats::provision::ConsumerFile;
 use crate::runtime::Consumer;
+use crate::runtime::service::Service;
 use crate::schemas::Schema;
 
 macro_rules! registry {
@@ -17,7 +18,7 @@ macro_rules! registry {
     };
 }
 
-registry![wallet, wavegate, newstore];
+registry![wallet, wavegate, newstore, casino];
 
 /// `--integrations`: the named integrations, or all of them when none is named.
 pub fn select(names: &[String]) -> anyhow::Result<Vec<&'static Integration>> {
@@ -53,16 +54,33 @@ pub fn consumers(
     if only.is_empty() {
         return Ok(all);
     }
-    only.iter()
-        .map(
-            |name| match all.iter().find(|c| c.durable() == name.trim()) {
-                Some(consumer) => Ok(*consumer),
-                None => {
-                    let known: Vec<&str> = all.iter().map(|c| c.durable()).collect();
-                    bail!("unknown consumer {name:?}; known: {}", known.join(", "))
-                }
-            },
-        )
+    let services: Vec<&str> = integrations
+        .iter()
+        .flat_map(|i| i.services.iter().map(|s| s.name))
+        .collect();
+    let mut chosen = Vec::new();
+    for name in only {
+        let name = name.trim();
+        if let Some(consumer) = all.iter().find(|c| c.durable() == name) {
+            chosen.push(*consumer);
+        } else if !services.contains(&name) {
+            let known: Vec<&str> = all.iter().map(|c| c.durable()).chain(services).collect();
+            bail!(
+                "unknown consumer or service {name:?}; known: {}",
+                known.join(", ")
+            );
+        }
+    }
+    Ok(chosen)
+}
+
+/// The services of `integrations` a consumer process serves: all of them, or those `only`
+/// names (`ihub consume --only`; [`consumers`] reports unknown names).
+pub fn services(integrations: &[&'static Integration], only: &[String]) -> Vec<&'static Service> {
+    integrations
+        .iter()
+        .flat_map(|i| i.services.iter())
+        .filter(|s| only.is_empty() || only.iter().any(|name| name.trim() == s.name))
         .collect()
 }
 

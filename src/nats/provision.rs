@@ -31,6 +31,7 @@ const STREAMS: &[File] = &[
     stream_file!("KV_idempotency.json"),
     stream_file!("KV_ratelimit.json"),
     stream_file!("PARKED.json"),
+    stream_file!("LEDGER.json"),
 ];
 
 /// A durable consumer's definition, `nats/consumers/<stream>/<durable>.json` (the nats CLI's
@@ -243,7 +244,8 @@ mod tests {
                 "t9_DLQ",
                 "KV_t9_idempotency",
                 "KV_t9_ratelimit",
-                "t9_PARKED"
+                "t9_PARKED",
+                "t9_LEDGER"
             ]
         );
         assert_eq!(defs.streams[0].subjects, ["t9.in.>"]);
@@ -282,7 +284,7 @@ mod tests {
         let defs = definitions(&Names::new("t9"), None, &[STAGE])
             .unwrap()
             .with_replicas(3);
-        assert_eq!(defs.streams.len(), 6);
+        assert_eq!(defs.streams.len(), 7);
         for s in &defs.streams {
             assert_eq!(s.num_replicas, 3, "{}", s.name);
         }

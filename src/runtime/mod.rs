@@ -33,6 +33,7 @@ pub mod dlq;
 pub mod group_commit;
 pub mod park;
 mod schedule;
+pub mod service;
 
 pub use breaker::Breaker;
 pub use consumer::{Consumer, Context, Worker};

@@ -31,6 +31,19 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     mac.verify_slice(&tag).is_ok()
 }
 
+/// A body signature as NewStore and the casino use it: lowercase hex HMAC-SHA256 of the raw
+/// body under `secret`.
+pub fn body_signature(secret: &Secret, body: &[u8]) -> String {
+    hex::encode(hmac_sha256(secret.expose().as_bytes(), body))
+}
+
+/// Whether `signature` (hex, either case, surrounding whitespace ignored) is
+/// [`body_signature`] of `body`; compared in constant time.
+pub fn verify_body_signature(secret: &Secret, signature: &str, body: &[u8]) -> bool {
+    let given = signature.trim().to_ascii_lowercase();
+    constant_time_eq(given.as_bytes(), body_signature(secret, body).as_bytes())
+}
+
 /// Why a signed request was refused. The messages are safe to show the caller.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SignatureError {

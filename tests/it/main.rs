@@ -4,6 +4,7 @@ mod support;
 
 mod architecture;
 mod bench_newstore;
+mod casino;
 mod chaos;
 mod cluster;
 mod hardening;

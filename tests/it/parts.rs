@@ -1,4 +1,4 @@
-//! Every part of every integration (its routes, each consumer, its mocks) starts with exactly the
+//! Every part of every integration (its routes, each consumer and service, its mocks) starts with exactly the
 //! secrets it declares: a process asks only for the secrets of what it runs, and names each one
 //! it misses.
 
@@ -17,6 +17,7 @@ fn hub_options() -> Options {
     let mut env = crate::wallet::options().env;
     env.extend(crate::wavegate::options().env);
     env.extend(crate::newstore::options().env);
+    env.extend(crate::casino::options("[]").env);
     Options {
         integrations: Vec::new(),
         no_consumers: true,
@@ -82,6 +83,18 @@ async fn start(
             )
             .await
         }
+        Part::Service(index) => {
+            let service = &integration.services[*index];
+            startup::services(
+                cfg,
+                &[service],
+                hub.bus.clone(),
+                hub.db.clone(),
+                shutdown,
+                tasks,
+            )
+            .await
+        }
         Part::Mocks => {
             let (mocks, _) = startup::mocks_of(&[integration]);
             let mut bound = Vec::new();
@@ -96,6 +109,7 @@ async fn start(
 enum Part {
     Ingress,
     Consumer(usize),
+    Service(usize),
     Mocks,
 }
 
@@ -115,6 +129,13 @@ async fn every_part_starts_with_exactly_the_secrets_it_declares() {
                 consumer.durable().to_string(),
                 Part::Consumer(index),
                 consumer.secrets.to_vec(),
+            ));
+        }
+        for (index, service) in integration.services.iter().enumerate() {
+            parts.push((
+                service.name.to_string(),
+                Part::Service(index),
+                service.secrets.to_vec(),
             ));
         }
         parts.push((

@@ -51,6 +51,7 @@ pub static INTEGRATION: Integration = Integration {
         routes: ingress_routes,
     },
     consumers: consumers::ALL,
+    services: &[],
     schemas: &[
         &schemas::ENVELOPE,
         &schemas::ORDER,

@@ -1,25 +1,13 @@
 //! NewStore's webhook signature: `X-NewStore-Signature: <hex HMAC-SHA256(secret, raw body)>`.
 
-use crate::config::Secret;
-use crate::signatures::{constant_time_eq, hmac_sha256};
+pub use crate::signatures::{body_signature as sign, verify_body_signature as verify};
 
 pub const SIGNATURE_HEADER: &str = "x-newstore-signature";
-
-/// The signature of `body` under `secret`, lowercase hex.
-pub fn sign(secret: &Secret, body: &[u8]) -> String {
-    hex::encode(hmac_sha256(secret.expose().as_bytes(), body))
-}
-
-/// Whether `signature` (hex, either case, surrounding whitespace ignored) signs `body`;
-/// compared in constant time.
-pub fn verify(secret: &Secret, signature: &str, body: &[u8]) -> bool {
-    let given = signature.trim().to_ascii_lowercase();
-    constant_time_eq(given.as_bytes(), sign(secret, body).as_bytes())
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Secret;
     use proptest::prelude::*;
 
     #[test]

@@ -32,8 +32,9 @@ pub struct Args {
     /// The load to drive: `wallet`, signed debits timed to the operator mock;
     /// `reconciliation`, a report over a large mirror (needs only Postgres); `newstore`,
     /// signed `order.completed` webhooks timed to the Hail mock (`ihub bench` hands it to
-    /// the NewStore integration).
-    #[arg(long, default_value = "wallet", value_parser = ["wallet", "reconciliation", "newstore"])]
+    /// the NewStore integration); `casino`, signed debits answered at once by the wallet
+    /// service, across 1,000 players and on one hot player.
+    #[arg(long, default_value = "wallet", value_parser = ["wallet", "reconciliation", "newstore", "casino"])]
     pub scenario: String,
     /// Print the results as one JSON object on stdout (progress goes to stderr).
     #[arg(long)]

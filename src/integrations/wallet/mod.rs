@@ -43,6 +43,7 @@ pub static INTEGRATION: Integration = Integration {
         routes: ingress_routes,
     },
     consumers: consumers::ALL,
+    services: &[],
     schemas: &[
         &schemas::WALLET_REQUEST,
         &schemas::OPERATOR_CALLBACK,

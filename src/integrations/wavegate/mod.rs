@@ -57,6 +57,7 @@ pub static INTEGRATION: Integration = Integration {
         routes: ingress_routes,
     },
     consumers: consumers::ALL,
+    services: &[],
     schemas: &[
         &schemas::ORDER_REQUEST,
         &schemas::ORDER_ACCEPTED,

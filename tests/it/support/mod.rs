@@ -184,6 +184,17 @@ impl Hub {
             )
             .await
             .expect("consumers");
+            let services = ihub::integrations::services(&integrations, &[]);
+            startup::services(
+                &cfg,
+                &services,
+                bus.clone(),
+                db.clone(),
+                &shutdown,
+                &mut tasks,
+            )
+            .await
+            .expect("services");
         }
         let url = if options.no_ingress {
             String::new()
