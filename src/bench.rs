@@ -111,6 +111,61 @@ pub async fn raw_baseline(
     Ok(published.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64())
 }
 
+/// Plain NATS request/reply of 256 bytes to a responder in this process (a queue subscription
+/// on a scratch subject), `concurrency` in flight: round trips/s. The floor of a service call.
+pub async fn raw_request_reply(
+    bus: &Bus,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<f64> {
+    use futures::StreamExt as _;
+    let subject = bus.names.subject(&format!(
+        "bench.reply.{}",
+        &Uuid::new_v4().simple().to_string()[..8]
+    ));
+    let mut requests = bus
+        .client
+        .queue_subscribe(subject.clone(), "q".into())
+        .await?;
+    let client = bus.client.clone();
+    let responder = tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            if let Some(reply) = request.reply {
+                let _ = client.publish(reply, request.payload).await;
+            }
+        }
+    });
+    bus.client.flush().await?;
+    let payload = Bytes::from(vec![b'x'; 256]);
+    let answered = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, subject, payload, answered) = (
+            bus.client.clone(),
+            subject.clone(),
+            payload.clone(),
+            answered.clone(),
+        );
+        workers.spawn(async move {
+            while Instant::now() < deadline {
+                client.request(subject.clone(), payload.clone()).await?;
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        });
+    }
+    let result = workers
+        .join_all()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<_>>>();
+    responder.abort();
+    result?;
+    Ok(answered.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
 /// One request a load source sent: what it was about, when it left (unix µs), its answer's
 /// status and how long that took.
 pub struct Sent<Id> {

@@ -1,7 +1,9 @@
 //! `ihub bench --scenario casino`: signed debits against a running hub (`ihub dev`), answered
 //! at once by the wallet service.
 //!
-//! 1. Raw baseline: plain JetStream publishes (each ack awaited) at the same concurrency.
+//! 1. Raw baselines at the same concurrency: plain JetStream publishes, each ack awaited
+//!    (`raw_per_s`), and plain NATS request/reply to a responder (`raw_request_reply_per_s`,
+//!    the floor of a call to the wallet service).
 //! 2. Sustained (`--phases accept`): debits of 0.01 across 1,000 players as fast as
 //!    `--concurrency` callers can send them: 200s per second (`sustained_per_s`); then the
 //!    hot player: one wallet, 64 callers (`hot_player_per_s`, `hot_player_p99_ms`).
@@ -23,7 +25,7 @@ use super::config::CASINO_SECRET;
 use super::signature::{CASINO_HEADER, sign};
 use crate::bench::{
     Load as Args, Phase, Samples, Sent, Source, closed_loop, millis, ms, open_loop, print_results,
-    raw_baseline,
+    raw_baseline, raw_request_reply,
 };
 use crate::config::{Config, Secret};
 use crate::nats::Bus;
@@ -132,6 +134,10 @@ pub async fn run(cfg: &Config, args: &Args) -> anyhow::Result<()> {
         let rate = raw_baseline(&bus, concurrency, duration).await?;
         report.push(format!("  raw JetStream publish+ack   {rate:>8.0} msg/s"));
         summary["raw_per_s"] = json!(rate.round());
+        crate::say!("[raw] NATS request/reply: 256 B to a responder, {concurrency} in flight");
+        let rate = raw_request_reply(&bus, concurrency, duration).await?;
+        report.push(format!("  raw NATS request/reply      {rate:>8.0} /s"));
+        summary["raw_request_reply_per_s"] = json!(rate.round());
     }
     if phase(Phase::Accept) {
         crate::say!("[sustained] debits across {PLAYERS} players, {concurrency} in flight");

@@ -11,15 +11,15 @@
 pub mod bench;
 pub mod config;
 pub mod domain;
-mod front;
 pub mod mocks;
 pub mod reply;
 mod routes;
-pub mod service;
 pub mod signature;
 pub mod store;
 pub mod subjects;
-pub mod wallet;
+
+#[path = "../../../consumers/casino/mod.rs"]
+pub mod consumers;
 
 pub mod schemas {
     //! `schemas/casino/`: what the provider and the front end send.
@@ -53,7 +53,7 @@ pub static INTEGRATION: Integration = Integration {
         routes: ingress_routes,
     },
     consumers: &[],
-    services: &[service::WALLET],
+    services: &[consumers::service::WALLET],
     schemas: &[
         &schemas::BALANCE,
         &schemas::TRANSACTION,

@@ -5,10 +5,10 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::config::ProviderConfig;
-use super::domain::LaunchRequest;
-use super::reply::Reply;
-use super::signature::{PROVIDER_HEADER, sign};
+use crate::integrations::casino::config::ProviderConfig;
+use crate::integrations::casino::domain::LaunchRequest;
+use crate::integrations::casino::reply::Reply;
+use crate::integrations::casino::signature::{PROVIDER_HEADER, sign};
 use crate::runtime::service::Context;
 
 /// Launches (and with `simulate`, plays a round).

@@ -18,9 +18,9 @@ use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::domain::{BalanceRequest, MoneyRequest, RollbackRequest};
-use super::reply::Reply;
-use super::subjects;
+use crate::integrations::casino::domain::{BalanceRequest, MoneyRequest, RollbackRequest};
+use crate::integrations::casino::reply::Reply;
+use crate::integrations::casino::subjects;
 use crate::money::{Currency, format_major};
 
 /// A debit or a credit.

@@ -20,10 +20,11 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::config::{PROVIDER_SECRET, ProviderConfig};
-use super::domain::{BalanceRequest, LaunchRequest, MoneyRequest, RollbackRequest};
-use super::reply::Reply;
-use super::{front, subjects, wallet};
+use crate::integrations::casino::config::{PROVIDER_SECRET, ProviderConfig};
+use crate::integrations::casino::domain::{BalanceRequest, LaunchRequest, MoneyRequest, RollbackRequest};
+use crate::integrations::casino::reply::Reply;
+use super::{front, wallet};
+use crate::integrations::casino::subjects;
 use crate::runtime::service::{Context, Service, Serving};
 use crate::signatures::canonical_json;
 
