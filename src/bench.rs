@@ -80,22 +80,40 @@ pub async fn raw_baseline(
         })
         .await
         .context("could not create the scratch stream")?;
+    let js = bus.js.clone();
+    let result = as_fast_as_possible(concurrency, duration, move |payload| {
+        let (js, subject) = (js.clone(), subject.clone());
+        async move {
+            js.publish(subject, payload).await?.await?;
+            anyhow::Ok(())
+        }
+    })
+    .await;
+    let _ = bus.js.delete_stream(&name).await;
+    result
+}
+
+/// Runs `op` on a 256-byte payload in `concurrency` loops for `duration`: completions/s.
+async fn as_fast_as_possible<F, Fut>(
+    concurrency: usize,
+    duration: Duration,
+    op: F,
+) -> anyhow::Result<f64>
+where
+    F: Fn(Bytes) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
     let payload = Bytes::from(vec![b'x'; 256]);
-    let published = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + duration;
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (js, subject, payload, published) = (
-            bus.js.clone(),
-            subject.clone(),
-            payload.clone(),
-            published.clone(),
-        );
+        let (op, payload, done) = (op.clone(), payload.clone(), done.clone());
         workers.spawn(async move {
             while Instant::now() < deadline {
-                js.publish(subject.clone(), payload.clone()).await?.await?;
-                published.fetch_add(1, Ordering::Relaxed);
+                op(payload.clone()).await?;
+                done.fetch_add(1, Ordering::Relaxed);
             }
             anyhow::Ok(())
         });
@@ -106,9 +124,8 @@ pub async fn raw_baseline(
         .into_iter()
         .collect::<anyhow::Result<Vec<_>>>();
     let elapsed = started.elapsed();
-    let _ = bus.js.delete_stream(&name).await;
     result?;
-    Ok(published.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64())
+    Ok(done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64())
 }
 
 /// Plain NATS request/reply of 256 bytes to a responder in this process (a queue subscription
@@ -136,34 +153,17 @@ pub async fn raw_request_reply(
         }
     });
     bus.client.flush().await?;
-    let payload = Bytes::from(vec![b'x'; 256]);
-    let answered = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let deadline = started + duration;
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (client, subject, payload, answered) = (
-            bus.client.clone(),
-            subject.clone(),
-            payload.clone(),
-            answered.clone(),
-        );
-        workers.spawn(async move {
-            while Instant::now() < deadline {
-                client.request(subject.clone(), payload.clone()).await?;
-                answered.fetch_add(1, Ordering::Relaxed);
-            }
+    let client = bus.client.clone();
+    let result = as_fast_as_possible(concurrency, duration, move |payload| {
+        let (client, subject) = (client.clone(), subject.clone());
+        async move {
+            client.request(subject, payload).await?;
             anyhow::Ok(())
-        });
-    }
-    let result = workers
-        .join_all()
-        .await
-        .into_iter()
-        .collect::<anyhow::Result<Vec<_>>>();
+        }
+    })
+    .await;
     responder.abort();
-    result?;
-    Ok(answered.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+    result
 }
 
 /// One request a load source sent: what it was about, when it left (unix µs), its answer's

@@ -3,6 +3,7 @@
 mod support;
 
 mod architecture;
+mod bench_casino;
 mod bench_newstore;
 mod casino;
 mod chaos;
