@@ -283,6 +283,8 @@ async fn concurrent_bets_on_one_player_leave_the_exact_balance() {
     let (status, report) = hub.admin("/casino/reconciliation").await;
     assert_eq!(status, 200);
     assert_eq!(report["mismatched"], 0, "{report}");
+    assert_eq!(report["wallets"], 1, "{report}");
+    assert_eq!(report["listed"][0]["balanceMinor"], 1, "{report}");
     hub.stop().await;
 }
 

@@ -266,16 +266,27 @@ async fn ledger(
     .await
 }
 
-/// `GET /casino/reconciliation`: every wallet's balance beside the sum of its ledger entries.
-async fn reconciliation(State(app): State<CasinoState>, h: HeaderMap) -> Response {
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconciliationQuery {
+    limit: Option<u32>,
+}
+
+/// `GET /casino/reconciliation[?limit=]`: balance against the sum of the ledger's entries for
+/// every wallet (counts), and up to `limit` wallets (default 100), those that disagree first.
+async fn reconciliation(
+    State(app): State<CasinoState>,
+    h: HeaderMap,
+    query: Result<Query<ReconciliationQuery>, QueryRejection>,
+) -> Response {
     let span = crate::server_span!("GET", "/casino/reconciliation");
     ingress::respond(span, Parent::Caller(&h), async {
         ingress::bearer(&h, &app.cfg.admin_token, ADMIN_TOKEN.name)?;
-        let wallets = store::reconciliation(&app.hub.db)
+        let limit = i64::from(ingress::query(query)?.limit.unwrap_or(100).min(10_000));
+        let report = store::reconciliation(&app.hub.db, limit)
             .await
             .map_err(ApiError::database)?;
-        let mismatched = wallets.iter().filter(|w| w["matches"] != Value::Bool(true)).count();
-        Ok(Json(json!({"wallets": wallets, "mismatched": mismatched})).into_response())
+        Ok(Json(report).into_response())
     })
     .await
 }

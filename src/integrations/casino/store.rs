@@ -54,19 +54,31 @@ pub async fn ledger(db: &PgPool, user_id: &str, limit: i64) -> sqlx::Result<Vec<
         .collect())
 }
 
-/// Every wallet: its balance, the sum of its ledger entries, and whether they agree.
-pub async fn reconciliation(db: &PgPool) -> sqlx::Result<Vec<Value>> {
-    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-        "SELECT w.user_id, w.currency, w.balance,
-                COALESCE((SELECT sum(l.amount) FROM casino_ledger l
-                          WHERE l.user_id = w.user_id AND l.currency = w.currency), 0)::bigint
-         FROM casino_wallets w ORDER BY w.user_id, w.currency",
+/// Balance against ledger over every wallet: how many wallets there are, how many disagree,
+/// and up to `limit` of them (those that disagree first), each with its balance, the sum of
+/// its entries and whether they agree.
+pub async fn reconciliation(db: &PgPool, limit: i64) -> sqlx::Result<Value> {
+    let rows: Vec<(String, String, i64, i64, i64, i64)> = sqlx::query_as(
+        "WITH sums AS (
+           SELECT w.user_id, w.currency, w.balance,
+                  COALESCE((SELECT sum(l.amount) FROM casino_ledger l
+                            WHERE l.user_id = w.user_id AND l.currency = w.currency), 0)::bigint AS ledger
+           FROM casino_wallets w
+         )
+         SELECT user_id, currency, balance, ledger,
+                count(*) OVER ()::bigint,
+                count(*) FILTER (WHERE balance <> ledger) OVER ()::bigint
+         FROM sums
+         ORDER BY balance = ledger, user_id, currency
+         LIMIT $1",
     )
+    .bind(limit)
     .fetch_all(db)
     .await?;
-    Ok(rows
+    let (wallets, mismatched) = rows.first().map_or((0, 0), |r| (r.4, r.5));
+    let listed: Vec<Value> = rows
         .into_iter()
-        .map(|(user, code, balance, sum)| {
+        .map(|(user, code, balance, sum, _, _)| {
             json!({
                 "userId": user,
                 "currency": code,
@@ -75,7 +87,8 @@ pub async fn reconciliation(db: &PgPool) -> sqlx::Result<Vec<Value>> {
                 "matches": balance == sum,
             })
         })
-        .collect())
+        .collect();
+    Ok(json!({"wallets": wallets, "mismatched": mismatched, "listed": listed}))
 }
 
 /// Adds the players of `CASINO_PLAYERS_JSON` that have no wallet in a currency yet, each
