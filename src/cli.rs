@@ -277,6 +277,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     &mut running.tasks,
                 )
                 .await?;
+                crate::metrics::install();
+                if cfg.env.non_empty("METRICS_ADDR").is_some() {
+                    let addr = cfg.env.addr("METRICS_ADDR", "127.0.0.1:9100")?;
+                    let listener =
+                        server::bind(addr, "the metrics endpoint", "METRICS_ADDR").await?;
+                    println!("metrics on {}/metrics", server::url_of(&listener));
+                    running.tasks.spawn(server::serve(
+                        listener,
+                        crate::metrics::router(),
+                        running.shutdown.clone(),
+                    ));
+                }
                 println!("ihub consumers running");
                 anyhow::Ok(())
             }

@@ -159,6 +159,12 @@ pub async fn send(target: &str, request: reqwest::RequestBuilder) -> Response {
             ms = response.duration.as_millis() as u64,
             "partner answered"
         );
+        let outcome = match response.verdict() {
+            Verdict::Success => "success",
+            Verdict::Retry => "retry",
+            Verdict::Permanent => "permanent",
+        };
+        crate::metrics::partner_call(target, outcome, response.duration.as_secs_f64());
         response
     }
     .instrument(span)

@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod ingress;
 pub mod integration;
 pub mod integrations;
+pub mod metrics;
 pub mod mocks;
 pub mod money;
 pub mod nats;

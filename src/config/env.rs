@@ -153,7 +153,30 @@ impl Env {
 
     /// A secret, unless unset or empty.
     pub fn optional_secret(&self, name: &str) -> Option<Secret> {
-        self.get(name).filter(|v| !v.is_empty()).map(Secret::new)
+        self.secret_value(name).ok().flatten().map(Secret::new)
+    }
+
+    /// A secret's value: the variable `name`, else the contents of the file `<name>_FILE`
+    /// names (the Docker and Kubernetes secrets convention), without its trailing newline.
+    /// A named file that cannot be read, or is empty, is an error that says which.
+    fn secret_value(&self, name: &str) -> anyhow::Result<Option<String>> {
+        if let Some(value) = self.get(name).filter(|v| !v.is_empty()) {
+            return Ok(Some(value));
+        }
+        let file_var = format!("{name}_FILE");
+        let Some(path) = self.non_empty(&file_var) else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|err| {
+            anyhow::anyhow!("{file_var}={path}: cannot read the secret's file: {err}")
+        })?;
+        let value = text
+            .strip_suffix('\n')
+            .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
+        if value.is_empty() {
+            bail!("{file_var}={path}: the secret's file is empty");
+        }
+        Ok(Some(value.to_string()))
     }
 
     /// A secret the caller cannot do without.
@@ -166,7 +189,7 @@ impl Env {
     pub fn require(&self, vars: &[&SecretVar]) -> anyhow::Result<()> {
         let mut missing: Vec<&str> = Vec::new();
         for var in vars {
-            if self.optional_secret(var.name).is_none() && !missing.contains(&var.name) {
+            if self.secret_value(var.name)?.is_none() && !missing.contains(&var.name) {
                 missing.push(var.name);
             }
         }
@@ -174,7 +197,7 @@ impl Env {
             return Ok(());
         }
         bail!(
-            "{} not set: export {} before starting (only `ihub dev` fills in demo values)",
+            "{} not set: export {} (or <NAME>_FILE naming a file that holds it) before starting (only `ihub dev` fills in demo values)",
             missing.join(", "),
             if missing.len() == 1 { "it" } else { "them" }
         )
@@ -186,7 +209,10 @@ impl Env {
         let filled: Vec<&SecretVar> = vars
             .iter()
             .copied()
-            .filter(|var| self.optional_secret(var.name).is_none())
+            .filter(|var| {
+                self.optional_secret(var.name).is_none()
+                    && self.non_empty(&format!("{}_FILE", var.name)).is_none()
+            })
             .collect();
         let env = self.with_defaults(filled.iter().map(|var| (var.name, var.demo)));
         (env, filled.iter().map(|var| var.name).collect())
@@ -216,6 +242,33 @@ mod tests {
         name: "B_SECRET",
         demo: "demo-b",
     };
+
+    #[test]
+    fn a_secret_may_come_from_the_file_its_file_variable_names() {
+        let dir = std::env::temp_dir().join(format!("ihub-secret-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a");
+        std::fs::write(&file, "from-the-file\n").unwrap();
+        let path = file.to_str().unwrap();
+        let env = Env::from_pairs([("A_SECRET_FILE", path)]);
+        assert_eq!(env.secret(&A).unwrap().expose(), "from-the-file");
+        // The variable itself wins over its file.
+        let env = Env::from_pairs([("A_SECRET_FILE", path), ("A_SECRET", "direct")]);
+        assert_eq!(env.secret(&A).unwrap().expose(), "direct");
+        // A file that is not there, or empty, says which variable named it; no demo value
+        // hides it.
+        let missing = dir.join("missing");
+        let env = Env::from_pairs([("A_SECRET_FILE", missing.to_str().unwrap())]);
+        let err = format!("{:#}", env.require(&[&A]).unwrap_err());
+        assert!(err.contains("A_SECRET_FILE="), "{err}");
+        let (filled, names) = env.with_demo_secrets(&[&A]);
+        assert!(names.is_empty());
+        assert!(filled.require(&[&A]).is_err());
+        std::fs::write(&file, "").unwrap();
+        let env = Env::from_pairs([("A_SECRET_FILE", path)]);
+        assert!(format!("{:#}", env.secret(&A).unwrap_err()).contains("empty"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn parsing_errors_name_the_variable() {

@@ -64,6 +64,7 @@ pub fn router(ctx: &Context, routes: Vec<Router>) -> Router {
     let ready = Router::new()
         .route("/ready", get(ready))
         .with_state((ctx.bus.clone(), ctx.db.clone()));
+    crate::metrics::install();
     routes
         .into_iter()
         .fold(Router::new(), Router::merge)
@@ -73,6 +74,8 @@ pub fn router(ctx: &Context, routes: Vec<Router>) -> Router {
         ))
         .route("/health", get(health))
         .merge(ready)
+        .merge(crate::metrics::router())
+        .route_layer(axum::middleware::from_fn(crate::metrics::http_requests))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .fallback(edge::not_found)
         .layer(axum::middleware::map_response(edge::json_errors))

@@ -605,6 +605,7 @@ impl<S: Stage> Runner<S> {
             return self.nak(&delivery, wait).await;
         }
 
+        let started = std::time::Instant::now();
         let result = self.through_outages(&delivery).await;
         if let Some(breaker) = &self.breaker {
             match &result {
@@ -616,12 +617,20 @@ impl<S: Stage> Runner<S> {
                 _ => breaker.succeeded(),
             }
         }
-        match fate(
+        let fate = fate(
             &result,
             delivery.delivered,
             self.attempts(),
             &self.spec.schedule,
-        ) {
+        );
+        let outcome = match &fate {
+            Fate::Ack => "ack",
+            Fate::Retry(_) => "retry",
+            Fate::DeadLetter(_) => "dead_letter",
+            Fate::Park { .. } => "park",
+        };
+        crate::metrics::consumed(self.spec.durable, outcome, started.elapsed().as_secs_f64());
+        match fate {
             Fate::Ack => {
                 if let Err(err) = delivery.message.ack().await {
                     tracing::warn!(%err, "ack failed; the message will be redelivered");

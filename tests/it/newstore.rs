@@ -451,3 +451,65 @@ async fn events_arriving_together_keep_every_order_consistent() {
     }
     hub.stop().await;
 }
+
+/// The value of the Prometheus series `name` whose labels include every one of `labels`
+/// (summed when several match), in `text`.
+fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter(|(series, _)| {
+            series.split('{').next() == Some(name)
+                && labels
+                    .iter()
+                    .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|(_, value)| value.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_count_requests_partner_calls_and_consumed_messages() {
+    let hub = Hub::start(options()).await;
+    let scrape = || async {
+        let response = hub
+            .http
+            .get(format!("{}/metrics", hub.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    };
+    // Other tests in this process share the registry: compare with what was there before.
+    let before = scrape().await;
+    let requests = [("route", "/webhooks/newstore"), ("status_class", "2xx")];
+    let hail = [("target", "hail"), ("outcome", "success")];
+    let acked = [("consumer", "deliver-hail"), ("outcome", "ack")];
+    let sale = event(EventKind::OrderCompleted, "ord-metrics", 0);
+    assert_eq!(hub.webhook(&sale).await.0, 202);
+    hub.wait_for_event(sale["id"].as_str().unwrap(), "delivered")
+        .await;
+    let after = eventually("the delivery to be counted", WAIT, || async {
+        let text = scrape().await;
+        (series(&text, "ihub_consumer_messages_total", &acked)
+            > series(&before, "ihub_consumer_messages_total", &acked))
+        .then_some(text)
+    })
+    .await;
+    for (name, labels) in [
+        ("ihub_http_requests_total", &requests[..]),
+        ("ihub_partner_calls_total", &hail[..]),
+    ] {
+        assert!(
+            series(&after, name, labels) >= series(&before, name, labels) + 1.0,
+            "{name} {labels:?} did not move:\n{after}"
+        );
+    }
+    assert!(
+        after.contains("ihub_http_request_duration_seconds_bucket"),
+        "{after}"
+    );
+    assert!(!after.contains("ord-metrics"), "no ids in labels");
+    hub.stop().await;
+}

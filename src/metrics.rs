@@ -1,0 +1,112 @@
+//! The hub's metrics: one Prometheus registry per process (the `metrics` facade, recorded by
+//! `metrics-exporter-prometheus`), rendered as Prometheus text at `GET /metrics` on the ingress
+//! and, for `consume` processes, on `METRICS_ADDR`. Every part reports through the facade
+//! (`metrics::counter!`, `histogram!`), so an integration adds a metric where it happens.
+//!
+//! Names follow Prometheus conventions (`_total`, `_seconds`, base units); labels are bounded
+//! (route templates, target and consumer names, outcome words), never ids.
+//!
+//! | metric | labels |
+//! | --- | --- |
+//! | `ihub_http_requests_total`, `ihub_http_request_duration_seconds` | `method`, `route`, `status_class` |
+//! | `ihub_partner_calls_total`, `ihub_partner_call_duration_seconds` | `target`, `outcome` (success, retry, permanent) |
+//! | `ihub_consumer_messages_total`, `ihub_consumer_handle_duration_seconds` | `consumer`, `outcome` (ack, retry, dead_letter, park) |
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::MatchedPath;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Seconds: from 0.5 ms to 30 s.
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs this process's recorder on first use. `None` if another recorder was installed
+/// first (then nothing is rendered).
+fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets(&LATENCY_BUCKETS)
+                .and_then(PrometheusBuilder::install_recorder)
+                .map_err(|err| tracing::warn!(%err, "metrics are off"))
+                .ok()
+        })
+        .as_ref()
+}
+
+/// Installs the recorder (call once when a process starts, before anything is recorded).
+pub fn install() {
+    handle();
+}
+
+/// Everything recorded so far, as Prometheus text.
+pub fn render() -> String {
+    handle().map_or_else(String::new, |handle| {
+        handle.run_upkeep();
+        handle.render()
+    })
+}
+
+/// `GET /metrics`.
+pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new().route("/metrics", get(scrape))
+}
+
+async fn scrape() -> Response {
+    let mut response = render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+/// Middleware: every request's count and duration by method, route template and status class.
+pub async fn http_requests(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = request.method().as_str().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status_class = format!("{}xx", response.status().as_u16() / 100);
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status_class", status_class),
+    ];
+    metrics::counter!("ihub_http_requests_total", &labels).increment(1);
+    metrics::histogram!("ihub_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// A partner call's outcome.
+pub fn partner_call(target: &str, outcome: &'static str, seconds: f64) {
+    let labels = [
+        ("target", target.to_string()),
+        ("outcome", outcome.to_string()),
+    ];
+    metrics::counter!("ihub_partner_calls_total", &labels).increment(1);
+    metrics::histogram!("ihub_partner_call_duration_seconds", &labels).record(seconds);
+}
+
+/// A consumed message's fate.
+pub fn consumed(consumer: &'static str, outcome: &'static str, seconds: f64) {
+    let labels = [("consumer", consumer), ("outcome", outcome)];
+    metrics::counter!("ihub_consumer_messages_total", &labels).increment(1);
+    metrics::histogram!("ihub_consumer_handle_duration_seconds", &labels).record(seconds);
+}
