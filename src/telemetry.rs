@@ -89,7 +89,9 @@ pub fn init(
             .json()
             .with_writer(std::io::stderr)
             .boxed(),
+        // Colour only for a person at a terminal: a file or a pipe gets plain text.
         Logs::Stderr => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .boxed(),
     };

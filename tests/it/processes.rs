@@ -375,3 +375,21 @@ async fn every_command_has_help() {
         format!("X-Timestamp: 1700000000\nX-Signature: {expected}\n")
     );
 }
+
+#[tokio::test]
+async fn logs_to_a_file_or_a_pipe_have_no_colour_codes() {
+    let hub = Hub::start(Options {
+        no_consumers: true,
+        no_ingress: true,
+        ..options()
+    })
+    .await;
+    let mut consume = Ihub::spawn(&["consume", "--integrations", "wallet"], &hub.env());
+    consume.wait_for_line("consumers running").await;
+    let log = consume.log.clone();
+    assert!(consume.terminate().await);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("consumer running"), "it logged: {logged}");
+    assert!(!logged.contains('\u{1b}'), "an escape code in: {logged:?}");
+    hub.stop().await;
+}
