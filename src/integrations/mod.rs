@@ -18,7 +18,7 @@ macro_rules! registry {
     };
 }
 
-registry![wallet, wavegate, newstore, casino];
+registry![wallet, wavegate, newstore, casino, max];
 
 /// `--integrations`: the named integrations, or all of them when none is named.
 pub fn select(names: &[String]) -> anyhow::Result<Vec<&'static Integration>> {

@@ -9,6 +9,7 @@ mod casino;
 mod chaos;
 mod cluster;
 mod hardening;
+mod max;
 mod newstore;
 mod parking;
 mod parts;

@@ -18,6 +18,7 @@ fn hub_options() -> Options {
     env.extend(crate::wavegate::options().env);
     env.extend(crate::newstore::options().env);
     env.extend(crate::casino::options("[]").env);
+    env.extend(crate::max::options().env);
     Options {
         integrations: Vec::new(),
         no_consumers: true,

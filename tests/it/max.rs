@@ -1,0 +1,251 @@
+//! MAX's partner mocks (the adapters come next): each answers as its partner would, behind
+//! its credentials, and lists what it received with the secrets masked.
+
+use serde_json::{Value, json};
+
+use ihub::config::Secret;
+use ihub::integrations::max::mocks::supervisor::{SIGNATURE_HEADER, SupervisorMock};
+use ihub::integrations::max::mocks::ticketing::TicketingMock;
+use ihub::integrations::max::mocks::transactions::TransactionsMock;
+use ihub::signatures::body_signature;
+
+use crate::support::{Hub, Options};
+
+const API_KEY: &str = "test-ticketing-key";
+const CLIENT_ID: &str = "test-client";
+const CLIENT_SECRET: &str = "test-client-secret";
+const SUPERVISOR_SECRET: &str = "test-supervisor-secret";
+
+pub fn options() -> Options {
+    Options::new(
+        "max",
+        &[
+            ("MAX_TICKETING_API_KEY", API_KEY),
+            ("MAX_TRANSACTIONS_CLIENT_ID", CLIENT_ID),
+            ("MAX_TRANSACTIONS_CLIENT_SECRET", CLIENT_SECRET),
+            ("SUPERVISOR_WEBHOOK_SECRET", SUPERVISOR_SECRET),
+        ],
+    )
+}
+
+async fn json_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_ticketing_mock_files_tickets_behind_its_api_key() {
+    let hub = Hub::start(options()).await;
+    let ticketing = hub.mock::<TicketingMock>();
+    let post = |path: &str, key: Option<&str>, body: Value| {
+        let mut request = hub
+            .http
+            .post(format!("{}{path}", ticketing.url))
+            .json(&body);
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        request.send()
+    };
+    let ticket = json!({"subject": "Refund", "description": "twice charged", "priority": "high",
+                        "custom_fields": {"customer_id": "CUST-1"}});
+    let (status, _) = json_of(post("/tickets", None, ticket.clone()).await.unwrap()).await;
+    assert_eq!(status, 401);
+    let (status, _) = json_of(
+        post("/tickets", Some("wrong"), ticket.clone())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, created) = json_of(post("/tickets", Some(API_KEY), ticket).await.unwrap()).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        (created["id"].as_str(), created["status"].as_str()),
+        (Some("TICKET-1"), Some("open"))
+    );
+
+    let (status, comment) = json_of(
+        post(
+            "/tickets/TICKET-1/comments",
+            Some(API_KEY),
+            json!({"body": "on it", "public": true}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{comment}");
+    let (status, _) = json_of(
+        post(
+            "/tickets/TICKET-9/comments",
+            Some(API_KEY),
+            json!({"body": "x", "public": true}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // An agent takes it; the status shows it.
+    hub.http
+        .post(format!("{}/_mock/tickets/TICKET-1", ticketing.url))
+        .json(&json!({"status": "in_progress", "assignee": "agent@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, ticket) = json_of(
+        hub.http
+            .get(format!("{}/tickets/TICKET-1", ticketing.url))
+            .header("x-api-key", API_KEY)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(ticket["status"], "in_progress");
+    assert_eq!(ticket["assignee"]["email"], "agent@example.com");
+
+    let (_, logged) = json_of(
+        hub.http
+            .get(format!("{}/_mock/requests", ticketing.url))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let statuses: Vec<u64> = logged
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [401, 401, 201, 201, 404, 200]);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn the_transaction_status_mock_wants_a_live_oauth_token() {
+    let hub = Hub::start(options()).await;
+    let txns = hub.mock::<TransactionsMock>();
+    let token = |secret: &'static str| {
+        hub.http
+            .post(format!("{}/oauth/token", txns.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "grant_type=client_credentials&client_id={CLIENT_ID}&client_secret={secret}"
+            ))
+            .send()
+    };
+    let (status, _) = json_of(token("wrong").await.unwrap()).await;
+    assert_eq!(status, 401);
+    let (status, granted) = json_of(token(CLIENT_SECRET).await.unwrap()).await;
+    assert_eq!(status, 200, "{granted}");
+    assert!(granted["expires_in"].as_u64().unwrap() > 0);
+    let bearer = granted["access_token"].as_str().unwrap().to_string();
+    let get = |path: String, bearer: Option<String>| {
+        let mut request = hub.http.get(format!("{}{path}", txns.url));
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        request.send()
+    };
+    let (status, _) = json_of(get("/transactions/TXN-3".into(), None).await.unwrap()).await;
+    assert_eq!(status, 401);
+    let (status, txn) = json_of(
+        get("/transactions/TXN-3".into(), Some(bearer.clone()))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{txn}");
+    assert_eq!(
+        (
+            txn["amount"].as_str(),
+            txn["currency"].as_str(),
+            txn["customer_id"].as_str(),
+            txn["status"].as_str()
+        ),
+        (
+            Some("75.00"),
+            Some("USD"),
+            Some("CUST-3"),
+            Some("completed")
+        )
+    );
+    let (status, _) = json_of(
+        get("/transactions/TXN-99".into(), Some(bearer.clone()))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, history) = json_of(
+        get(
+            "/customers/CUST-1/transactions?limit=2".into(),
+            Some(bearer.clone()),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = history["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["TXN-17", "TXN-13"], "newest first, limited");
+
+    // Revoked tokens are refused; a new one works.
+    hub.http
+        .post(format!("{}/_mock/expire_tokens", txns.url))
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = json_of(
+        get("/transactions/TXN-3".into(), Some(bearer))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(txns.token_requests(), 2);
+    let (_, logged) = json_of(
+        hub.http
+            .get(format!("{}/_mock/requests", txns.url))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(!logged.to_string().contains(CLIENT_SECRET), "{logged}");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn the_supervisor_takes_signed_notices_only() {
+    let hub = Hub::start(options()).await;
+    let supervisor = hub.mock::<SupervisorMock>();
+    let body = json!({"adapter": "ticketing", "error": "breaker open"}).to_string();
+    let send = |signature: String| {
+        hub.http
+            .post(format!("{}/notices", supervisor.url))
+            .header(SIGNATURE_HEADER, signature)
+            .body(body.clone())
+            .send()
+    };
+    let (status, _) = json_of(send("00".into()).await.unwrap()).await;
+    assert_eq!(status, 401);
+    let signature = body_signature(&Secret::new(SUPERVISOR_SECRET), body.as_bytes());
+    let (status, _) = json_of(send(signature).await.unwrap()).await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        supervisor.notices(),
+        [json!({"adapter": "ticketing", "error": "breaker open"})]
+    );
+    hub.stop().await;
+}
