@@ -24,6 +24,9 @@ pub fn options() -> Options {
             ("MAX_TRANSACTIONS_CLIENT_ID", CLIENT_ID),
             ("MAX_TRANSACTIONS_CLIENT_SECRET", CLIENT_SECRET),
             ("SUPERVISOR_WEBHOOK_SECRET", SUPERVISOR_SECRET),
+            ("MAX_SALES_CLIENT_ID", "test-sales-client"),
+            ("MAX_SALES_CLIENT_SECRET", "test-sales-secret"),
+            ("MAX_SALES_HMAC_SECRET", "test-sales-hmac"),
         ],
     )
 }
@@ -246,6 +249,177 @@ async fn the_supervisor_takes_signed_notices_only() {
     assert_eq!(
         supervisor.notices(),
         [json!({"adapter": "ticketing", "error": "breaker open"})]
+    );
+    hub.stop().await;
+}
+
+const SALES_ID: &str = "test-sales-client";
+const SALES_SECRET: &str = "test-sales-secret";
+const SALES_HMAC: &str = "test-sales-hmac";
+
+#[tokio::test]
+async fn the_sales_mock_commits_a_signed_draft_once_and_the_status_system_knows_it() {
+    use ihub::integrations::max::mocks::sales::{HMAC_HEADER, SalesMock};
+    use ihub::signatures::canonical_json;
+    let hub = Hub::start(options()).await;
+    let sales = hub.mock::<SalesMock>();
+    let txns = hub.mock::<TransactionsMock>();
+    let token = |url: String, id: &str, secret: &str| {
+        let body = format!("grant_type=client_credentials&client_id={id}&client_secret={secret}");
+        let http = hub.http.clone();
+        async move {
+            let (_, granted) = json_of(
+                http.post(format!("{url}/oauth/token"))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            granted["access_token"].as_str().unwrap().to_string()
+        }
+    };
+    let bearer = token(sales.url.clone(), SALES_ID, SALES_SECRET).await;
+    let signed = |path: String, body: Value, key: Option<&str>, sign: bool| {
+        let mut request = hub
+            .http
+            .post(format!("{}{path}", sales.url))
+            .bearer_auth(&bearer)
+            .json(&body);
+        if sign {
+            let signature =
+                body_signature(&Secret::new(SALES_HMAC), canonical_json(&body).as_bytes());
+            request = request.header(HMAC_HEADER, signature);
+        }
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        request.send()
+    };
+    let draft = json!({"customer_id": "CUST-2", "amount": "500.00", "description": "upgrade", "metadata": {}});
+    let (status, _) = json_of(
+        signed("/transactions/drafts".into(), draft.clone(), None, false)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401, "unsigned");
+    let (status, created) = json_of(
+        signed("/transactions/drafts".into(), draft.clone(), None, true)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["status"], "pending_confirmation");
+    let id = created["id"].as_str().unwrap().to_string();
+    let commit = format!("/transactions/drafts/{id}/commit");
+    let body = json!({"draft_id": id});
+    let (status, _) = json_of(
+        signed(commit.clone(), body.clone(), None, true)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "no Idempotency-Key");
+    let (status, first) = json_of(
+        signed(commit.clone(), body.clone(), Some("k-1"), true)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(
+        (first["status"].as_str(), first["amount"].as_str()),
+        (Some("completed"), Some("500.00"))
+    );
+    let (status, again) = json_of(
+        signed(commit.clone(), body.clone(), Some("k-1"), true)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, &again),
+        (200, &first),
+        "the same key, the same answer"
+    );
+    let (status, other) = json_of(
+        signed(commit.clone(), body, Some("k-2"), true)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, other["error"].as_str()),
+        (409, Some("already_committed"))
+    );
+    assert_eq!(sales.commits(), 1);
+
+    // The transaction status system knows the committed transaction.
+    let status_bearer = token(txns.url.clone(), CLIENT_ID, CLIENT_SECRET).await;
+    let txn = first["id"].as_str().unwrap();
+    let (status, known) = json_of(
+        hub.http
+            .get(format!("{}/transactions/{txn}", txns.url))
+            .bearer_auth(status_bearer)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{known}");
+    assert_eq!(
+        (known["customer_id"].as_str(), known["amount"].as_str()),
+        (Some("CUST-2"), Some("500.00"))
+    );
+
+    // A cancelled draft does not commit.
+    let (_, second) = json_of(
+        signed("/transactions/drafts".into(), draft, None, true)
+            .await
+            .unwrap(),
+    )
+    .await;
+    let second = second["id"].as_str().unwrap().to_string();
+    let (status, cancelled) = json_of(
+        hub.http
+            .post(format!("{}/transactions/drafts/{second}/cancel", sales.url))
+            .bearer_auth(&bearer)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (200, Some("cancelled"))
+    );
+    let (status, _) = json_of(
+        signed(
+            format!("/transactions/drafts/{second}/commit"),
+            json!({"draft_id": second}),
+            Some("k-3"),
+            true,
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 409);
+    let (_, logged) = json_of(
+        hub.http
+            .get(format!("{}/_mock/requests", sales.url))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let logged = logged.to_string();
+    assert!(
+        !logged.contains(SALES_SECRET) && !logged.contains(SALES_HMAC),
+        "{logged}"
     );
     hub.stop().await;
 }

@@ -23,3 +23,17 @@ pub const SUPERVISOR_SECRET: SecretVar = SecretVar {
     name: "SUPERVISOR_WEBHOOK_SECRET",
     demo: "dev-supervisor-secret",
 };
+
+/// The sales system's OAuth2 client credentials and the key of its `X-HMAC-Signature`.
+pub const SALES_CLIENT_ID: SecretVar = SecretVar {
+    name: "MAX_SALES_CLIENT_ID",
+    demo: "dev-max-sales-client",
+};
+pub const SALES_CLIENT_SECRET: SecretVar = SecretVar {
+    name: "MAX_SALES_CLIENT_SECRET",
+    demo: "dev-max-sales-secret",
+};
+pub const SALES_HMAC_SECRET: SecretVar = SecretVar {
+    name: "MAX_SALES_HMAC_SECRET",
+    demo: "dev-max-sales-hmac",
+};

@@ -1,6 +1,7 @@
 //! MAX adapters (seed 5), in progress: MAX, a support platform, will call the hub; the hub
 //! calls three outside systems through adapters that share retry, circuit breaker, cache,
-//! secrets and audit. So far: the partners' mocks (ticketing, transaction status, supervisor);
+//! secrets and audit. So far: the partners' mocks (ticketing, transaction status, sales,
+//! supervisor);
 //! the hub's routes and adapters come next, and until then the integration serves no route.
 
 pub mod config;
@@ -29,7 +30,12 @@ pub static INTEGRATION: Integration = Integration {
     services: &[],
     schemas: &[&schemas::TICKET],
     events: &[],
-    mocks: &[mocks::TICKETING, mocks::TRANSACTIONS, mocks::SUPERVISOR],
+    mocks: &[
+        mocks::TICKETING,
+        mocks::TRANSACTIONS,
+        mocks::SALES,
+        mocks::SUPERVISOR,
+    ],
     seed: None,
 };
 

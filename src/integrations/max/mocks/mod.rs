@@ -1,13 +1,16 @@
-//! MAX's partners, simulated: the ticketing system, the transaction status system and the
-//! supervisor's receiver (the sales system comes with the transaction create adapter).
+//! MAX's partners, simulated: the ticketing system, the transaction status system, the sales
+//! system and the supervisor's receiver.
 
 pub mod log;
+pub mod oauth;
+pub mod sales;
 pub mod supervisor;
 pub mod ticketing;
 pub mod transactions;
 
 use super::config::{
-    SUPERVISOR_SECRET, TICKETING_API_KEY, TRANSACTIONS_CLIENT_ID, TRANSACTIONS_CLIENT_SECRET,
+    SALES_CLIENT_ID, SALES_CLIENT_SECRET, SALES_HMAC_SECRET, SUPERVISOR_SECRET,
+    TICKETING_API_KEY, TRANSACTIONS_CLIENT_ID, TRANSACTIONS_CLIENT_SECRET,
 };
 use crate::mocks::{End, Mock, Wire};
 
@@ -37,6 +40,20 @@ pub const TRANSACTIONS: Mock = Mock {
     }],
     secrets: &[&TRANSACTIONS_CLIENT_ID, &TRANSACTIONS_CLIENT_SECRET],
     start: transactions::start,
+};
+
+pub const SALES: Mock = Mock {
+    name: "MAX sales",
+    addr_var: "MAX_SALES_MOCK_ADDR",
+    default_addr: "127.0.0.1:8009",
+    path: "",
+    wires: &[Wire {
+        var: "MAX_SALES_URL",
+        to: End::Mock,
+        path: "",
+    }],
+    secrets: &[&SALES_CLIENT_ID, &SALES_CLIENT_SECRET, &SALES_HMAC_SECRET],
+    start: sales::start,
 };
 
 pub const SUPERVISOR: Mock = Mock {

@@ -11,9 +11,8 @@
 //! `GET /_mock/requests` lists what it received (secrets masked). The fault plan applies.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -23,11 +22,11 @@ use axum::{Form, Json, Router};
 use serde_json::{Value, json};
 
 use super::log::RequestLog;
+use super::oauth::{self, TokenIssuer};
 use crate::config::{Env, Secret};
 use crate::integrations::max::config::{TRANSACTIONS_CLIENT_ID, TRANSACTIONS_CLIENT_SECRET};
 use crate::mocks::Routes;
 use crate::money::{Currency, format_major};
-use crate::signatures::constant_time_eq;
 
 #[derive(Clone, Debug)]
 struct Transaction {
@@ -40,11 +39,7 @@ struct Transaction {
 }
 
 pub struct TransactionsMock {
-    client_id: String,
-    client_secret: Secret,
-    token_ttl: Duration,
-    tokens: Mutex<HashMap<String, Instant>>,
-    token_requests: AtomicU64,
+    oauth: TokenIssuer,
     transactions: Mutex<BTreeMap<String, Transaction>>,
     pub log: RequestLog,
 }
@@ -81,11 +76,7 @@ impl TransactionsMock {
             .collect();
         Arc::new(Self {
             log: RequestLog::new(vec![client_secret.clone()]),
-            client_id,
-            client_secret,
-            token_ttl,
-            tokens: Mutex::new(HashMap::new()),
-            token_requests: AtomicU64::new(0),
+            oauth: TokenIssuer::new(client_id, client_secret, token_ttl),
             transactions: Mutex::new(demo),
         })
     }
@@ -100,33 +91,36 @@ impl TransactionsMock {
             Router::new()
                 .route("/_mock/requests", get(requests))
                 .route("/_mock/expire_tokens", post(expire_tokens))
-                .route("/_mock/transactions/{id}", post(change)),
+                .route("/_mock/transactions", post(create))
+            .route("/_mock/transactions/{id}", post(change)),
         )
     }
 
     /// How many tokens it was asked for.
     pub fn token_requests(&self) -> u64 {
-        self.token_requests.load(Ordering::Relaxed)
+        self.oauth.requests()
     }
 
     /// Revokes every token it issued.
     pub fn expire_tokens(&self) {
-        self.tokens.lock().expect("tokens").clear();
+        self.oauth.expire_all();
     }
 
-    fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(token) = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-        else {
-            return false;
+    /// Adds (or replaces) a transaction, as the sales system does when a draft is committed.
+    pub fn add(&self, id: &str, customer_id: &str, minor: i64, currency: Currency, status: &str) {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let transaction = Transaction {
+            customer_id: customer_id.to_string(),
+            minor,
+            currency,
+            status: status.to_string(),
+            created_at: now.clone(),
+            completed_at: (status == "completed").then_some(now),
         };
-        self.tokens
+        self.transactions
             .lock()
-            .expect("tokens")
-            .get(token)
-            .is_some_and(|expires| Instant::now() < *expires)
+            .expect("transactions")
+            .insert(id.to_string(), transaction);
     }
 
     fn view(id: &str, t: &Transaction) -> Value {
@@ -147,37 +141,17 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> (StatusC
     (status, json!({"error": code, "message": message.into()}))
 }
 
-fn unauthorized() -> (StatusCode, Value) {
-    error(StatusCode::UNAUTHORIZED, "invalid_token", "send a Bearer token from /oauth/token")
-}
-
-async fn token(State(mock): State<Arc<TransactionsMock>>, Form(form): Form<HashMap<String, String>>) -> Response {
-    mock.token_requests.fetch_add(1, Ordering::Relaxed);
-    let granted = form.get("grant_type").map(String::as_str) == Some("client_credentials")
-        && form.get("client_id") == Some(&mock.client_id)
-        && form
-            .get("client_secret")
-            .is_some_and(|s| constant_time_eq(s.as_bytes(), mock.client_secret.expose().as_bytes()));
-    let outcome = if granted {
-        let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
-        mock.tokens
-            .lock()
-            .expect("tokens")
-            .insert(token.clone(), Instant::now() + mock.token_ttl);
-        (
-            StatusCode::OK,
-            json!({"access_token": token, "token_type": "Bearer", "expires_in": mock.token_ttl.as_secs()}),
-        )
-    } else {
-        error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client credentials")
-    };
-    let logged = json!({"grant_type": form.get("grant_type"), "client_id": form.get("client_id")});
-    mock.answer(Method::POST, "/oauth/token", logged.to_string().as_bytes(), outcome)
+async fn token(
+    State(mock): State<Arc<TransactionsMock>>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let outcome = mock.oauth.issue(&form);
+    mock.answer(Method::POST, "/oauth/token", oauth::logged(&form).as_bytes(), outcome)
 }
 
 async fn transaction(State(mock): State<Arc<TransactionsMock>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    let outcome = if !mock.authorized(&headers) {
-        unauthorized()
+    let outcome = if !mock.oauth.authorized(&headers) {
+        oauth::unauthorized()
     } else {
         match mock.transactions.lock().expect("transactions").get(&id) {
             Some(t) => (StatusCode::OK, TransactionsMock::view(&id, t)),
@@ -193,8 +167,8 @@ async fn history(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let outcome = if !mock.authorized(&headers) {
-        unauthorized()
+    let outcome = if !mock.oauth.authorized(&headers) {
+        oauth::unauthorized()
     } else {
         let limit = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(10usize);
         let transactions = mock.transactions.lock().expect("transactions");
@@ -228,6 +202,23 @@ async fn change(State(mock): State<Arc<TransactionsMock>>, Path(id): Path<String
             (status, Json(body)).into_response()
         }
     }
+}
+
+/// `POST /_mock/transactions` `{id, customer_id, amount, currency, status}`: what the sales
+/// mock calls when a draft is committed.
+async fn create(State(mock): State<Arc<TransactionsMock>>, Json(body): Json<Value>) -> Response {
+    let currency = body["currency"].as_str().and_then(|c| Currency::parse(c).ok());
+    let fields = (body["id"].as_str(), body["customer_id"].as_str(), currency);
+    let (Some(id), Some(customer), Some(currency)) = fields else {
+        let (status, answer) = error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_transaction", "send {id, customer_id, amount, currency, status}");
+        return (status, Json(answer)).into_response();
+    };
+    let Ok(minor) = crate::money::parse_major(body["amount"].as_str().unwrap_or_default(), currency) else {
+        let (status, answer) = error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_amount", "amount: a decimal string");
+        return (status, Json(answer)).into_response();
+    };
+    mock.add(id, customer, minor, currency, body["status"].as_str().unwrap_or("completed"));
+    (StatusCode::CREATED, Json(json!({"id": id}))).into_response()
 }
 
 async fn requests(State(mock): State<Arc<TransactionsMock>>) -> Json<Value> {
