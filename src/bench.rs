@@ -28,6 +28,26 @@ pub struct Load {
     pub json: bool,
 }
 
+impl Load {
+    /// Requests in flight at once (at least one).
+    pub fn in_flight(&self) -> usize {
+        self.concurrency.max(1)
+    }
+
+    /// How long each phase runs (at least a second).
+    pub fn phase(&self) -> Duration {
+        Duration::from_secs(self.duration.max(1))
+    }
+
+    /// The hub's ingress: `--url`, else where `HTTP_ADDR` says `ihub dev` listens.
+    pub fn ingress(&self, cfg: &crate::config::Config) -> String {
+        match &self.url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", cfg.http_addr),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Phase {
     /// Plain JetStream publishes, each ack awaited.

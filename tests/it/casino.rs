@@ -75,6 +75,11 @@ impl Hub {
     }
 }
 
+/// An answer's status and error code.
+fn refusal(status: u16, body: &Value) -> (u16, &str) {
+    (status, body["error"].as_str().unwrap_or_default())
+}
+
 fn bet(user: &str, session: &str, id: &str, amount: &str, currency: &str) -> Value {
     json!({
         "userId": user, "sessionId": session, "roundId": "r-1", "gameId": 7,
@@ -146,35 +151,19 @@ async fn refusals_are_clear_and_kept_for_the_retry() {
     let (status, body) = hub
         .casino("debit", &bet("nobody", &session, "u-1", "1.00", "USD"))
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (404, Some("unknown_user")),
-        "{body}"
-    );
+    assert_eq!(refusal(status, &body), (404, "unknown_user"), "{body}");
     let (status, body) = hub
         .casino("debit", &bet("p2", "no-such-session", "s-1", "1.00", "USD"))
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (404, Some("unknown_session")),
-        "{body}"
-    );
+    assert_eq!(refusal(status, &body), (404, "unknown_session"), "{body}");
     let (status, body) = hub
         .casino("debit", &bet("p2", &session, "c-1", "1.00", "EUR"))
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (422, Some("wrong_currency")),
-        "{body}"
-    );
+    assert_eq!(refusal(status, &body), (422, "wrong_currency"), "{body}");
     let (status, body) = hub
         .casino("getBalance", &json!({"userId": "p2", "currency": "EUR"}))
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (422, Some("wrong_currency")),
-        "{body}"
-    );
+    assert_eq!(refusal(status, &body), (422, "wrong_currency"), "{body}");
 
     // Checked at the edge, before anything is asked: signature, JSON, schema, decimals.
     let good = bet("p2", &session, "e-1", "1.00", "USD").to_string();
@@ -227,11 +216,7 @@ async fn rollbacks_refund_a_bet_once_and_tombstone_unknown_ones() {
     let (status, body) = hub
         .casino("rollback", &rollback("p1", "rb-3", "win-1"))
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (422, Some("not_rollbackable")),
-        "{body}"
-    );
+    assert_eq!(refusal(status, &body), (422, "not_rollbackable"), "{body}");
 
     // A rollback of a bet not seen yet: ok, nothing moves, and the bet is refused later.
     let (status, body) = hub
@@ -243,8 +228,8 @@ async fn rollbacks_refund_a_bet_once_and_tombstone_unknown_ones() {
         .casino("debit", &bet("p1", &session, "late-bet", "7.00", "USD"))
         .await;
     assert_eq!(
-        (status, body["error"].as_str()),
-        (409, Some("transaction_rolled_back")),
+        refusal(status, &body),
+        (409, "transaction_rolled_back"),
         "{body}"
     );
     assert_eq!(hub.balance("p1", "USD").await, "105.00");
@@ -351,15 +336,7 @@ async fn every_ledger_entry_reaches_jetstream_once() {
 
 impl Hub {
     async fn admin(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.get_with_bearer(path, ADMIN).await
     }
 }
 
@@ -537,11 +514,7 @@ async fn the_front_end_launches_a_game_and_plays_the_seeds_round() {
             &json!({"userId": "nobody", "gameId": 1, "currency": "USD"}),
         )
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (404, Some("unknown_user")),
-        "{body}"
-    );
+    assert_eq!(refusal(status, &body), (404, "unknown_user"), "{body}");
     let (status, body) = hub
         .front(
             "launchGame",
@@ -549,11 +522,7 @@ async fn the_front_end_launches_a_game_and_plays_the_seeds_round() {
             &json!({"userId": "p2", "gameId": 1, "currency": "EUR"}),
         )
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (422, Some("wrong_currency")),
-        "{body}"
-    );
+    assert_eq!(refusal(status, &body), (422, "wrong_currency"), "{body}");
 
     // The whole round: balance, two bets, the second rolled back, a win, balance.
     let (status, round) = hub.front("simulateRound", Some(API_TOKEN), &player).await;

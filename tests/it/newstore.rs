@@ -61,15 +61,7 @@ impl Hub {
     }
 
     async fn admin_get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.get_with_bearer(path, ADMIN).await
     }
 
     async fn event_status(&self, id: &str) -> Option<String> {

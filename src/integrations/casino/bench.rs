@@ -83,12 +83,7 @@ impl Source for Debits {
 
 pub async fn run(cfg: &Config, args: &Args) -> anyhow::Result<()> {
     crate::report::summary_on_stdout(args.json);
-    let concurrency = args.concurrency.max(1);
-    let duration = Duration::from_secs(args.duration.max(1));
-    let url = match &args.url {
-        Some(url) => url.trim_end_matches('/').to_string(),
-        None => format!("http://{}", cfg.http_addr),
-    };
+    let (concurrency, duration, url) = (args.in_flight(), args.phase(), args.ingress(cfg));
     let secret = cfg
         .env
         .non_empty(CASINO_SECRET.name)

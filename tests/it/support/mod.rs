@@ -227,6 +227,19 @@ impl Hub {
     }
 
     /// The running mock of type `T`.
+    /// `GET path` on the ingress with `Authorization: Bearer <token>`: status and JSON body.
+    pub async fn get_with_bearer(&self, path: &str, token: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the ingress answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     pub fn mock<T: Send + Sync + 'static>(&self) -> Mocked<T> {
         self.mocks
             .iter()
