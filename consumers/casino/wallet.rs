@@ -401,7 +401,10 @@ async fn claim_and_lock(
            INSERT INTO casino_requests (external_transaction_id, kind, fingerprint, status, body)
            VALUES ($1, $2, $3, 0, '') ON CONFLICT DO NOTHING RETURNING 1
          ), locked AS (
-           SELECT currency, balance FROM casino_wallets WHERE user_id = $4
+           -- Only once the id is ours: a repeat waits on the first call's claim and never
+           -- holds the wallets the first call needs (no deadlock between them).
+           SELECT currency, balance FROM casino_wallets
+           WHERE user_id = $4 AND EXISTS (SELECT 1 FROM claim)
            ORDER BY currency FOR UPDATE
          )
          SELECT EXISTS (SELECT 1 FROM claim),

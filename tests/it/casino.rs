@@ -127,6 +127,21 @@ async fn a_bet_and_a_win_move_the_balance_and_repeats_answer_the_same_bytes() {
 }
 
 #[tokio::test]
+async fn concurrent_repeats_of_one_call_book_it_once_and_answer_alike() {
+    // A provider that retries before the first try answered: every copy gets the one answer.
+    let hub = Hub::start(options(PLAYERS)).await;
+    let session = hub.session("p1", "USD").await;
+    let debit = bet("p1", &session, "dup-1", "2.50", "USD").to_string();
+    let copies = (0..20).map(|_| hub.casino_signed("debit", SECRET, &debit));
+    let answers = futures::future::join_all(copies).await;
+    let (status, first) = &answers[0];
+    assert_eq!(*status, 200, "{first}");
+    assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
+    assert_eq!(hub.balance("p1", "USD").await, "97.50");
+    hub.stop().await;
+}
+
+#[tokio::test]
 async fn refusals_are_clear_and_kept_for_the_retry() {
     let hub = Hub::start(options(PLAYERS)).await;
     let session = hub.session("p2", "USD").await;
