@@ -32,6 +32,7 @@ const STREAMS: &[File] = &[
     stream_file!("KV_ratelimit.json"),
     stream_file!("PARKED.json"),
     stream_file!("LEDGER.json"),
+    stream_file!("KV_tokens.json"),
 ];
 
 /// A durable consumer's definition, `nats/consumers/<stream>/<durable>.json` (the nats CLI's
@@ -245,7 +246,8 @@ mod tests {
                 "KV_t9_idempotency",
                 "KV_t9_ratelimit",
                 "t9_PARKED",
-                "t9_LEDGER"
+                "t9_LEDGER",
+                "KV_t9_tokens"
             ]
         );
         assert_eq!(defs.streams[0].subjects, ["t9.in.>"]);
@@ -284,7 +286,7 @@ mod tests {
         let defs = definitions(&Names::new("t9"), None, &[STAGE])
             .unwrap()
             .with_replicas(3);
-        assert_eq!(defs.streams.len(), 7);
+        assert_eq!(defs.streams.len(), 8);
         for s in &defs.streams {
             assert_eq!(s.num_replicas, 3, "{}", s.name);
         }

@@ -423,3 +423,72 @@ async fn the_sales_mock_commits_a_signed_draft_once_and_the_status_system_knows_
     );
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn processes_share_one_oauth_token_and_replace_it_once_after_a_401() {
+    use ihub::integrations::max::oauth::SharedToken;
+    let hub = Hub::start(options()).await;
+    let txns = hub.mock::<TransactionsMock>();
+    // Two processes: two NATS connections, each with its own view of the token.
+    let other =
+        ihub::nats::Bus::connect(&crate::support::nats_url(), &hub.cfg.nats_prefix, "test-b")
+            .await
+            .unwrap();
+    let process = |bus: &ihub::nats::Bus| {
+        let bus = bus.clone();
+        let url = format!("{}/oauth/token", txns.url);
+        let http = hub.http.clone();
+        async move {
+            SharedToken::new(
+                bus.kv("tokens").await.unwrap(),
+                http,
+                "transaction_status",
+                url,
+                CLIENT_ID.into(),
+                Secret::new(CLIENT_SECRET),
+            )
+        }
+    };
+    let (a, b) = (process(&hub.bus).await, process(&other).await);
+    let calls = (0..20).map(|n| if n % 2 == 0 { a.bearer() } else { b.bearer() });
+    let tokens: Vec<Secret> = futures::future::try_join_all(calls).await.unwrap();
+    assert!(
+        tokens.iter().all(|t| t.expose() == tokens[0].expose()),
+        "one token for all"
+    );
+    assert_eq!(
+        txns.token_requests(),
+        1,
+        "one token request for twenty callers in two processes"
+    );
+
+    // The partner revokes it: a call gets 401, every caller replaces it, one request is made.
+    txns.expire_tokens();
+    let stale = tokens[0].clone();
+    let (status, _) = json_of(
+        hub.http
+            .get(format!("{}/transactions/TXN-1", txns.url))
+            .bearer_auth(stale.expose())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (from_a, from_b) = tokio::join!(a.replace(&stale), b.replace(&stale));
+    let (from_a, from_b) = (from_a.unwrap(), from_b.unwrap());
+    assert_eq!(from_a.expose(), from_b.expose());
+    assert_ne!(from_a.expose(), stale.expose());
+    assert_eq!(txns.token_requests(), 2);
+    let (status, _) = json_of(
+        hub.http
+            .get(format!("{}/transactions/TXN-1", txns.url))
+            .bearer_auth(from_a.expose())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    hub.stop().await;
+}

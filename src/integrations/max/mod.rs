@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod mocks;
+pub mod oauth;
 
 pub mod schemas {
     //! `schemas/max/`: what MAX sends.
