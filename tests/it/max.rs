@@ -492,3 +492,68 @@ async fn processes_share_one_oauth_token_and_replace_it_once_after_a_401() {
     assert_eq!(status, 200);
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn the_supervisor_hears_of_an_outage_once_per_adapter_per_window() {
+    use ihub::integrations::max::supervisor::{Notice, Supervisor};
+    let hub = Hub::start(options()).await;
+    let mock = hub.mock::<SupervisorMock>();
+    let supervisor = Supervisor {
+        url: format!("{}/notices", mock.url),
+        secret: Secret::new(SUPERVISOR_SECRET),
+        window: std::time::Duration::from_secs(300),
+    };
+    let fail = |adapter: &'static str| {
+        supervisor.failed(&hub.db, &hub.http, adapter, "op", "503 from the partner")
+    };
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        outcomes.push(fail("ticketing").await.unwrap());
+    }
+    assert_eq!(
+        outcomes,
+        [
+            Notice::Sent(Some(202)),
+            Notice::Suppressed,
+            Notice::Suppressed
+        ]
+    );
+    assert_eq!(
+        fail("transaction_status").await.unwrap(),
+        Notice::Sent(Some(202)),
+        "its own outage"
+    );
+    // Many failures at once still notify once.
+    let burst = futures::future::try_join_all((0..10).map(|_| fail("transaction_create")))
+        .await
+        .unwrap();
+    assert_eq!(
+        burst
+            .iter()
+            .filter(|n| matches!(n, Notice::Sent(_)))
+            .count(),
+        1,
+        "{burst:?}"
+    );
+    assert_eq!(mock.notices().len(), 3);
+    assert_eq!(mock.notices()[0]["adapter"], "ticketing");
+    let (rows, notified): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE notified) FROM max_supervisor_notices",
+    )
+    .fetch_one(&hub.db)
+    .await
+    .unwrap();
+    assert_eq!((rows, notified), (14, 3), "every failure recorded");
+
+    // A window of zero: each failure is its own notice.
+    let eager = Supervisor {
+        window: std::time::Duration::ZERO,
+        ..supervisor
+    };
+    let again = eager
+        .failed(&hub.db, &hub.http, "ticketing", "op", "still down")
+        .await
+        .unwrap();
+    assert_eq!(again, Notice::Sent(Some(202)));
+    hub.stop().await;
+}

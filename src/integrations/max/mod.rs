@@ -7,6 +7,7 @@
 pub mod config;
 pub mod mocks;
 pub mod oauth;
+pub mod supervisor;
 
 pub mod schemas {
     //! `schemas/max/`: what MAX sends.

@@ -20,7 +20,7 @@ use crate::integrations::max::config::SUPERVISOR_SECRET;
 use crate::mocks::Routes;
 use crate::signatures::verify_body_signature;
 
-pub const SIGNATURE_HEADER: &str = "x-supervisor-signature";
+pub use crate::integrations::max::supervisor::SIGNATURE_HEADER;
 
 pub struct SupervisorMock {
     secret: Secret,
