@@ -7,6 +7,7 @@
 pub mod config;
 pub mod mocks;
 pub mod oauth;
+pub mod retry;
 pub mod supervisor;
 
 pub mod schemas {
