@@ -9,6 +9,7 @@ use crate::integrations::casino::config::ProviderConfig;
 use crate::integrations::casino::domain::LaunchRequest;
 use crate::integrations::casino::reply::Reply;
 use crate::integrations::casino::signature::{PROVIDER_HEADER, sign};
+use crate::http_client::{self, Verdict};
 use crate::runtime::service::Context;
 
 /// Launches (and with `simulate`, plays a round).
@@ -86,29 +87,24 @@ async fn call(
     body: &Value,
 ) -> anyhow::Result<Value, Reply> {
     let raw = body.to_string();
-    let mut request = ctx
+    let request = ctx
         .http
         .post(format!("{}{path}", cfg.provider_url))
         .timeout(cfg.provider_timeout)
         .header("content-type", "application/json")
         .header(PROVIDER_HEADER, sign(&cfg.provider_secret, raw.as_bytes()))
         .body(raw);
-    if let Some(traceparent) = crate::telemetry::traceparent() {
-        request = request.header("traceparent", traceparent);
-    }
-    let unavailable = |why: String| {
-        Reply::json(
+    // The shared partner call: its span, the trace context and the partner metrics.
+    let response = http_client::send("provider", request).await;
+    let Some(status) = response.status else {
+        let why = response.error.unwrap_or_default();
+        return Err(Reply::json(
             502,
-            &json!({"error": "provider_unavailable", "message": why}),
-        )
+            &json!({"error": "provider_unavailable", "message": format!("the provider did not answer {path}: {why}")}),
+        ));
     };
-    let response = request
-        .send()
-        .await
-        .map_err(|err| unavailable(format!("the provider did not answer {path}: {err}")))?;
-    let status = response.status();
-    let answer: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
+    let answer: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+    if response.verdict() != Verdict::Success {
         let mut refusal = json!({
             "error": "provider_refused",
             "message": format!("the provider answered {path} with {status}"),

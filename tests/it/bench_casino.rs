@@ -9,12 +9,7 @@ use crate::support::process::Ihub;
 #[tokio::test]
 async fn the_casino_scenario_reports_raw_sustained_hot_player_and_rate() {
     let hub = Hub::start(crate::casino::options("[]")).await;
-    let mut env = hub.env();
-    // As `ihub dev` binds it: the bench finds the ingress from this.
-    env.push((
-        "HTTP_ADDR".into(),
-        hub.url.trim_start_matches("http://").to_string(),
-    ));
+    let env = hub.env_as_dev();
     let (ok, out, err) = Ihub::run_full(
         &[
             "bench",

@@ -12,12 +12,8 @@ use crate::support::process::Ihub;
 async fn the_newstore_scenario_reports_raw_accepted_delivered_and_e2e() {
     let hub = Hub::start(crate::newstore::options()).await;
     let hail = hub.mock::<HailMock>();
-    let mut env = hub.env();
     // As `ihub dev` binds them: the bench finds the ingress and the mock from these.
-    env.push((
-        "HTTP_ADDR".into(),
-        hub.url.trim_start_matches("http://").to_string(),
-    ));
+    let mut env = hub.env_as_dev();
     env.push((
         "HAIL_MOCK_ADDR".into(),
         hail.url.trim_start_matches("http://").to_string(),

@@ -227,6 +227,17 @@ impl Hub {
     }
 
     /// The running mock of type `T`.
+    /// [`Hub::env`] with `HTTP_ADDR` where this hub's ingress listens, as `ihub dev` binds it
+    /// (what `ihub bench` reads to find the hub).
+    pub fn env_as_dev(&self) -> Vec<(String, String)> {
+        let mut env = self.env();
+        env.push((
+            "HTTP_ADDR".into(),
+            self.url.trim_start_matches("http://").to_string(),
+        ));
+        env
+    }
+
     /// `GET path` on the ingress with `Authorization: Bearer <token>`: status and JSON body.
     pub async fn get_with_bearer(&self, path: &str, token: &str) -> (u16, Value) {
         let response = self
