@@ -11,6 +11,10 @@
 //! | `ihub_http_requests_total`, `ihub_http_request_duration_seconds` | `method`, `route`, `status_class` |
 //! | `ihub_partner_calls_total`, `ihub_partner_call_duration_seconds` | `target`, `outcome` (success, retry, permanent) |
 //! | `ihub_consumer_messages_total`, `ihub_consumer_handle_duration_seconds` | `consumer`, `outcome` (ack, retry, dead_letter, park) |
+//! | `integration_requests_total` | `adapter`, `operation`, `status` (success, refused, failed, breaker_open) |
+//! | `integration_latency_seconds` | `adapter`, `operation` (retries included) |
+//! | `integration_breaker_state` | `adapter` (0 closed, 1 half-open, 2 open) |
+//! | `integration_cache_requests_total` | `operation`, `result` (hit, miss) |
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -109,4 +113,30 @@ pub fn consumed(consumer: &'static str, outcome: &'static str, seconds: f64) {
     let labels = [("consumer", consumer), ("outcome", outcome)];
     metrics::counter!("ihub_consumer_messages_total", &labels).increment(1);
     metrics::histogram!("ihub_consumer_handle_duration_seconds", &labels).record(seconds);
+}
+
+/// An adapter operation's outcome (`success`, `refused`, `failed`, `breaker_open`) and how
+/// long it took, retries included.
+pub fn integration_request(
+    adapter: &'static str,
+    operation: &'static str,
+    status: &'static str,
+    seconds: f64,
+) {
+    metrics::counter!("integration_requests_total", "adapter" => adapter, "operation" => operation, "status" => status)
+        .increment(1);
+    metrics::histogram!("integration_latency_seconds", "adapter" => adapter, "operation" => operation)
+        .record(seconds);
+}
+
+/// A breaker's state as this process last saw it: 0 closed, 1 half-open, 2 open.
+pub fn breaker_state(adapter: &'static str, state: f64) {
+    metrics::gauge!("integration_breaker_state", "adapter" => adapter).set(state);
+}
+
+/// A cached read found its answer (`hit`) or went to the adapter (`miss`).
+pub fn cache_lookup(operation: &'static str, hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    metrics::counter!("integration_cache_requests_total", "operation" => operation, "result" => result)
+        .increment(1);
 }

@@ -33,6 +33,8 @@ const STREAMS: &[File] = &[
     stream_file!("PARKED.json"),
     stream_file!("LEDGER.json"),
     stream_file!("KV_tokens.json"),
+    stream_file!("KV_breakers.json"),
+    stream_file!("KV_cache.json"),
 ];
 
 /// A durable consumer's definition, `nats/consumers/<stream>/<durable>.json` (the nats CLI's
@@ -247,7 +249,9 @@ mod tests {
                 "KV_t9_ratelimit",
                 "t9_PARKED",
                 "t9_LEDGER",
-                "KV_t9_tokens"
+                "KV_t9_tokens",
+                "KV_t9_breakers",
+                "KV_t9_cache"
             ]
         );
         assert_eq!(defs.streams[0].subjects, ["t9.in.>"]);
@@ -286,7 +290,7 @@ mod tests {
         let defs = definitions(&Names::new("t9"), None, &[STAGE])
             .unwrap()
             .with_replicas(3);
-        assert_eq!(defs.streams.len(), 8);
+        assert_eq!(defs.streams.len(), 10);
         for s in &defs.streams {
             assert_eq!(s.num_replicas, 3, "{}", s.name);
         }

@@ -10,6 +10,7 @@ mod chaos;
 mod cluster;
 mod hardening;
 mod max;
+mod max_adapters;
 mod newstore;
 mod parking;
 mod parts;

@@ -1,5 +1,6 @@
-//! MAX's partner mocks (the adapters come next): each answers as its partner would, behind
-//! its credentials, and lists what it received with the secrets masked.
+//! MAX's partner mocks and the adapters' shared parts (the OAuth2 token, the supervisor): each
+//! mock answers as its partner would, behind its credentials, and lists what it received with
+//! the secrets masked. The hub's API for MAX is tested in `max_adapters`.
 
 use serde_json::{Value, json};
 
@@ -11,10 +12,14 @@ use ihub::signatures::body_signature;
 
 use crate::support::{Hub, Options};
 
-const API_KEY: &str = "test-ticketing-key";
-const CLIENT_ID: &str = "test-client";
-const CLIENT_SECRET: &str = "test-client-secret";
-const SUPERVISOR_SECRET: &str = "test-supervisor-secret";
+pub const API_KEY: &str = "test-ticketing-key";
+pub const CLIENT_ID: &str = "test-client";
+pub const CLIENT_SECRET: &str = "test-client-secret";
+pub const SUPERVISOR_SECRET: &str = "test-supervisor-secret";
+pub const SALES_SECRET: &str = "test-sales-secret";
+pub const SALES_HMAC: &str = "test-sales-hmac";
+pub const MAX_TOKEN: &str = "test-max-token";
+pub const WEBHOOK_SECRET: &str = "test-max-webhook-secret";
 
 pub fn options() -> Options {
     Options::new(
@@ -25,8 +30,12 @@ pub fn options() -> Options {
             ("MAX_TRANSACTIONS_CLIENT_SECRET", CLIENT_SECRET),
             ("SUPERVISOR_WEBHOOK_SECRET", SUPERVISOR_SECRET),
             ("MAX_SALES_CLIENT_ID", "test-sales-client"),
-            ("MAX_SALES_CLIENT_SECRET", "test-sales-secret"),
-            ("MAX_SALES_HMAC_SECRET", "test-sales-hmac"),
+            ("MAX_SALES_CLIENT_SECRET", SALES_SECRET),
+            ("MAX_SALES_HMAC_SECRET", SALES_HMAC),
+            ("MAX_API_TOKEN", MAX_TOKEN),
+            ("MAX_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            // The seed's retry table, a hundred times faster.
+            ("MAX_RETRY_BASE_MS", "20"),
         ],
     )
 }
@@ -254,8 +263,6 @@ async fn the_supervisor_takes_signed_notices_only() {
 }
 
 const SALES_ID: &str = "test-sales-client";
-const SALES_SECRET: &str = "test-sales-secret";
-const SALES_HMAC: &str = "test-sales-hmac";
 
 #[tokio::test]
 async fn the_sales_mock_commits_a_signed_draft_once_and_the_status_system_knows_it() {

@@ -99,7 +99,11 @@ impl SharedToken {
             let now = now_ms();
             match self.kv.create(&self.lock_key, now.to_string().into()).await {
                 Ok(_) => {
-                    let fetched = self.fetch().await;
+                    // Whoever held the lock before may have stored a token after we looked.
+                    let fetched = match self.live().await {
+                        Ok(Some(token)) => Ok(token),
+                        _ => self.fetch().await,
+                    };
                     let _ = self.kv.delete(&self.lock_key).await;
                     return fetched;
                 }
@@ -121,15 +125,17 @@ impl SharedToken {
 
     /// After a 401 with `stale`: a new token (one request however many callers saw it).
     pub async fn replace(&self, stale: &Secret) -> anyhow::Result<Secret> {
-        if let Some(bytes) = self.kv.get(&self.token_key).await.context(Unavailable(
+        if let Some(entry) = self.kv.entry(&self.token_key).await.context(Unavailable(
             "could not read the shared token".into(),
-        ))? && let Ok(stored) = serde_json::from_slice::<Stored>(&bytes)
+        ))? && let Ok(stored) = serde_json::from_slice::<Stored>(&entry.value)
             && stored.token == stale.expose()
         {
-            self.kv
-                .delete(&self.token_key)
-                .await
-                .context(Unavailable("could not drop the stale token".into()))?;
+            // Only if it is still that entry: a process that replaced it meanwhile keeps its
+            // fresh token (this delete then fails, and the fresh one is used).
+            let _ = self
+                .kv
+                .delete_expect_revision(&self.token_key, Some(entry.revision))
+                .await;
         }
         self.bearer().await
     }
