@@ -195,6 +195,21 @@ pub struct Sent<Id> {
     pub status: u16,
 }
 
+/// Sends `request`, timed until its whole answer is read.
+pub async fn timed(request: reqwest::RequestBuilder) -> anyhow::Result<Sent<()>> {
+    let sent_at_us = chrono::Utc::now().timestamp_micros();
+    let started = Instant::now();
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    response.bytes().await?;
+    Ok(Sent {
+        id: (),
+        sent_at_us,
+        latency: started.elapsed(),
+        status,
+    })
+}
+
 /// What a scenario sends: each call sends one request.
 pub trait Source: Send + Sync + 'static {
     /// What each request is about (a transaction id, an order id).

@@ -409,6 +409,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench(args) if args.scenario == "casino" => {
             crate::integrations::casino::bench::run(&Config::from_env()?, &args.load()).await
         }
+        Command::Bench(args) if args.scenario == "max" => {
+            crate::integrations::max::bench::run(&Config::from_env()?, &args.load()).await
+        }
         Command::Bench(args) if args.scenario == "newstore" => {
             crate::integrations::newstore::bench::run(&Config::from_env()?, &args.load()).await
         }

@@ -12,11 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::service::ServiceExt;
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde_json::Value;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -25,7 +23,7 @@ use crate::integrations::casino::domain::{BalanceRequest, LaunchRequest, MoneyRe
 use crate::integrations::casino::reply::Reply;
 use super::{front, wallet};
 use crate::integrations::casino::subjects;
-use crate::runtime::service::{Context, Service, Serving};
+use crate::runtime::service::{Context, Endpoints, Service, Serving};
 use crate::signatures::canonical_json;
 
 pub const WALLET: Service = Service {
@@ -67,53 +65,25 @@ struct Wallet {
 fn start(ctx: Context, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<Serving>> {
     Box::pin(async move {
         let cfg = ProviderConfig::from_env(ctx.env())?;
-        let service = ctx
-            .bus
-            .client
-            .service_builder()
-            .description("ihub casino wallet: balance, debit, credit, rollback, launch, simulate")
-            .start(subjects::SERVICE, "1.0.0")
-            .await
-            .map_err(|err| anyhow::anyhow!("could not start the NATS service: {err}"))?;
-        let mut endpoints = Vec::new();
-        for (op, subject) in OPS {
-            let endpoint = service
-                .endpoint(ctx.bus.names.subject(subject))
-                .await
-                .map_err(|err| anyhow::anyhow!("could not serve {subject}: {err}"))?;
-            endpoints.push((op, endpoint));
-        }
-        ctx.bus.client.flush().await.context("NATS did not take the subscriptions")?;
+        let endpoints = Endpoints::start(
+            &ctx,
+            subjects::SERVICE,
+            "ihub casino wallet: balance, debit, credit, rollback, launch, simulate",
+            &OPS,
+        )
+        .await?;
         let wallet = Arc::new(Wallet {
             ctx,
             cfg,
             booked: Notify::new(),
         });
         let serving: Serving = Box::pin(async move {
-            let limit = Arc::new(Semaphore::new(IN_FLIGHT));
-            let mut tasks = tokio::task::JoinSet::new();
-            for (op, mut endpoint) in endpoints {
-                let (wallet, limit, shutdown) = (wallet.clone(), limit.clone(), shutdown.clone());
-                tasks.spawn(async move {
-                    loop {
-                        let request = tokio::select! {
-                            request = endpoint.next() => request,
-                            () = shutdown.cancelled() => None,
-                        };
-                        let Some(request) = request else { break };
-                        let Ok(permit) = limit.clone().acquire_owned().await else { break };
-                        let wallet = wallet.clone();
-                        tokio::spawn(async move {
-                            wallet.answer(op, request).await;
-                            drop(permit);
-                        });
-                    }
-                    let _ = endpoint.stop().await;
-                });
-            }
-            tasks.spawn(relay(wallet.clone(), shutdown.clone()));
-            tasks.join_all().await;
-            let _ = service.stop().await;
+            let answering = wallet.clone();
+            let serve = endpoints.serve(IN_FLIGHT, shutdown.clone(), move |op, request| {
+                let wallet = answering.clone();
+                async move { wallet.answer(op, request).await }
+            });
+            tokio::join!(serve, relay(wallet, shutdown));
             Ok(())
         });
         Ok(serving)

@@ -1,7 +1,8 @@
 //! `operate-max` (INBOUND, `in.max.>`): MAX's writes and the transaction updates.
 //!
-//! A write is recorded pending in `max_operations` (a redelivery of one that ended only tells
-//! its outcome again), run through its adapter (retry table, breaker, audit), recorded with
+//! A write is recorded pending in `max_operations` (a redelivery of one that succeeded or was
+//! refused only tells its outcome again; a failed one replayed from the DLQ runs again), run
+//! through its adapter (retry table, breaker, audit), recorded with
 //! its answer, and told to the ingress waiting on `max.outcome.<id>`. A write that failed
 //! (the partner kept failing, or the breaker is open) is answered 502/503, dead-lettered with
 //! its payload and error (`ihub dlq replay` runs it again), and the supervisor is told.
@@ -70,7 +71,9 @@ impl Operate {
         let id = write.operation_id;
         let conversation = write.conversation_id.as_deref();
         let row = store::begin(db, id, &write.operation, conversation).await?;
-        if row.state != "pending" {
+        // Ended, and told again to whoever waits; a failed one is here again only because an
+        // operator replayed it from the DLQ: it runs again.
+        if row.state == "succeeded" || row.state == "refused" {
             let answer = Answer {
                 status: row.status_code.and_then(|s| u16::try_from(s).ok()).unwrap_or(502),
                 body: row.answer.unwrap_or(Value::Null),

@@ -6,11 +6,8 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use async_nats::service::ServiceExt;
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde_json::json;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -19,7 +16,7 @@ use crate::integrations::max::cache::Cache;
 use crate::integrations::max::config::AdapterConfig;
 use crate::integrations::max::messages::{Answer, Conversation, Read};
 use crate::integrations::max::{store, subjects};
-use crate::runtime::service::{Context, Serving};
+use crate::runtime::service::{Context, Endpoints, Serving};
 
 /// The most requests one process serves at once.
 const IN_FLIGHT: usize = 512;
@@ -41,48 +38,21 @@ pub fn start(ctx: Context, shutdown: CancellationToken) -> BoxFuture<'static, an
         let cfg = AdapterConfig::from_env(ctx.env())?;
         let adapters = Adapters::new(cfg, &ctx.bus, ctx.db.clone(), ctx.http.clone()).await?;
         let cache = Cache::open(&ctx.bus).await?;
-        let service = ctx
-            .bus
-            .client
-            .service_builder()
-            .description("ihub MAX adapters: reads that missed the cache, conversations")
-            .start(subjects::SERVICE, "1.0.0")
-            .await
-            .map_err(|err| anyhow::anyhow!("could not start the NATS service: {err}"))?;
-        let mut endpoints = Vec::new();
-        for (endpoint, subject) in [(Endpoint::Read, subjects::READ), (Endpoint::Conversation, subjects::CONVERSATION)] {
-            let served = service
-                .endpoint(ctx.bus.names.subject(subject))
-                .await
-                .map_err(|err| anyhow::anyhow!("could not serve {subject}: {err}"))?;
-            endpoints.push((endpoint, served));
-        }
-        ctx.bus.client.flush().await.context("NATS did not take the subscriptions")?;
+        let endpoints = Endpoints::start(
+            &ctx,
+            subjects::SERVICE,
+            "ihub MAX adapters: reads that missed the cache, conversations",
+            &[(Endpoint::Read, subjects::READ), (Endpoint::Conversation, subjects::CONVERSATION)],
+        )
+        .await?;
         let max = Arc::new(Max { ctx, adapters, cache });
         let serving: Serving = Box::pin(async move {
-            let limit = Arc::new(Semaphore::new(IN_FLIGHT));
-            let mut tasks = tokio::task::JoinSet::new();
-            for (endpoint, mut served) in endpoints {
-                let (max, limit, shutdown) = (max.clone(), limit.clone(), shutdown.clone());
-                tasks.spawn(async move {
-                    loop {
-                        let request = tokio::select! {
-                            request = served.next() => request,
-                            () = shutdown.cancelled() => None,
-                        };
-                        let Some(request) = request else { break };
-                        let Ok(permit) = limit.clone().acquire_owned().await else { break };
-                        let max = max.clone();
-                        tokio::spawn(async move {
-                            max.answer(endpoint, request).await;
-                            drop(permit);
-                        });
-                    }
-                    let _ = served.stop().await;
-                });
-            }
-            tasks.join_all().await;
-            let _ = service.stop().await;
+            endpoints
+                .serve(IN_FLIGHT, shutdown, move |endpoint, request| {
+                    let max = max.clone();
+                    async move { max.answer(endpoint, request).await }
+                })
+                .await;
             Ok(())
         });
         Ok(serving)

@@ -238,6 +238,25 @@ impl Bus {
             .with_context(|| Unavailable(format!("could not publish to {subject}")))
     }
 
+    /// A core NATS request to `subject` (before the prefix) carrying the trace, waiting at most
+    /// `wait` for the reply (not the client's default of 10 s).
+    pub async fn request(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        wait: Duration,
+    ) -> Result<async_nats::Message, async_nats::RequestError> {
+        let mut headers = async_nats::HeaderMap::new();
+        crate::telemetry::inject_nats(&mut headers);
+        let request = async_nats::Request::new()
+            .headers(headers)
+            .payload(payload)
+            .timeout(Some(wait));
+        self.client
+            .send_request(self.names.subject(subject), request)
+            .await
+    }
+
     /// Fire-and-forget core publish (no stream), for replies to waiting requests.
     pub async fn notify(&self, subject: &str, payload: Bytes) {
         if let Err(err) = self

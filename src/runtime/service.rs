@@ -47,3 +47,80 @@ impl Context {
         &self.cfg.env
     }
 }
+
+/// A started NATS service and its endpoints, each tagged with what it asks (`K`).
+pub struct Endpoints<K> {
+    service: async_nats::service::Service,
+    endpoints: Vec<(K, async_nats::service::endpoint::Endpoint)>,
+}
+
+impl<K: Copy + Send + 'static> Endpoints<K> {
+    /// Starts service `name` with an endpoint per `(kind, subject)` (subjects before the
+    /// deployment's prefix), in the queue group `q`, and waits until NATS has them.
+    pub async fn start(
+        ctx: &Context,
+        name: &str,
+        description: &str,
+        subjects: &[(K, &str)],
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        use async_nats::service::ServiceExt;
+        let service = ctx
+            .bus
+            .client
+            .service_builder()
+            .description(description)
+            .start(name, "1.0.0")
+            .await
+            .map_err(|err| anyhow::anyhow!("could not start the NATS service {name}: {err}"))?;
+        let mut endpoints = Vec::new();
+        for (kind, subject) in subjects {
+            let endpoint = service
+                .endpoint(ctx.bus.names.subject(subject))
+                .await
+                .map_err(|err| anyhow::anyhow!("could not serve {subject}: {err}"))?;
+            endpoints.push((*kind, endpoint));
+        }
+        ctx.bus
+            .client
+            .flush()
+            .await
+            .context("NATS did not take the subscriptions")?;
+        Ok(Self { service, endpoints })
+    }
+
+    /// Answers requests with `answer` until `shutdown`, at most `in_flight` at once over all
+    /// endpoints; then stops the service (requests in hand finish first).
+    pub async fn serve<F, Fut>(self, in_flight: usize, shutdown: CancellationToken, answer: F)
+    where
+        F: Fn(K, async_nats::service::Request) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        use futures::StreamExt;
+        let limit = Arc::new(tokio::sync::Semaphore::new(in_flight.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (kind, mut endpoint) in self.endpoints {
+            let (limit, shutdown, answer) = (limit.clone(), shutdown.clone(), answer.clone());
+            tasks.spawn(async move {
+                loop {
+                    let request = tokio::select! {
+                        request = endpoint.next() => request,
+                        () = shutdown.cancelled() => None,
+                    };
+                    let Some(request) = request else { break };
+                    let Ok(permit) = limit.clone().acquire_owned().await else {
+                        break;
+                    };
+                    let answering = answer(kind, request);
+                    tokio::spawn(async move {
+                        answering.await;
+                        drop(permit);
+                    });
+                }
+                let _ = endpoint.stop().await;
+            });
+        }
+        tasks.join_all().await;
+        let _ = self.service.stop().await;
+    }
+}

@@ -4,6 +4,7 @@ mod support;
 
 mod architecture;
 mod bench_casino;
+mod bench_max;
 mod bench_newstore;
 mod casino;
 mod chaos;

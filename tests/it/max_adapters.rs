@@ -645,6 +645,61 @@ async fn the_breaker_opens_fails_fast_half_opens_and_closes_and_the_supervisor_h
         probe.body
     );
     assert_eq!(breaker_of(&hub, "ticketing").await, "closed");
+
+    // The operator replays the dead letter: the ticket is filed, the operation succeeds.
+    let letters = ihub::runtime::dlq::list(&hub.bus, Some("operate-max"))
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 1);
+    ihub::runtime::dlq::replay(&hub.bus, letters[0].seq)
+        .await
+        .unwrap();
+    let replayed = eventually(
+        "the replayed write succeeds",
+        Duration::from_secs(10),
+        || async {
+            let looked = get(&hub, &format!("/max/operations/{operation_id}")).await;
+            (looked.body["state"] == "succeeded").then_some(looked)
+        },
+    )
+    .await;
+    let ticket_id = replayed.body["answer"]["ticket_id"].as_str().unwrap();
+    assert!(ticketing.ticket(ticket_id).is_some());
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_write_slower_than_the_sync_wait_answers_202_and_can_be_polled() {
+    let hub = Hub::start(options().with(vec![("MAX_SYNC_WAIT_MS", "50".into())])).await;
+    let ticketing = hub.mock::<TicketingMock>();
+    ticketing.faults.latency(Duration::from_millis(400));
+    let response = hub
+        .http
+        .post(format!("{}/max/tickets", hub.url))
+        .bearer_auth(MAX_TOKEN)
+        .json(&json!({"customer_id": "CUST-1", "subject": "Slow", "description": "d"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let accepted: Value = response.json().await.unwrap();
+    assert_eq!(accepted["state"], "pending");
+    assert_eq!(
+        location,
+        format!(
+            "/max/operations/{}",
+            accepted["operation_id"].as_str().unwrap()
+        )
+    );
+    let done = eventually("the operation ends", Duration::from_secs(10), || async {
+        let looked = get(&hub, &location).await;
+        (looked.body["state"] != "pending").then_some(looked)
+    })
+    .await;
+    assert_eq!(done.body["state"], "succeeded", "{}", done.body);
+    assert_eq!(done.body["status"], 201);
+    assert!(done.body["answer"]["ticket_id"].is_string());
     hub.stop().await;
 }
 
@@ -693,6 +748,19 @@ async fn a_half_open_breaker_lets_one_probe_through_across_processes() {
     hub.stop().await;
 }
 
+/// Reads `TXN-1..=count` past the cache, all at once: whether each answered 200.
+async fn read_at_once(hub: &Hub, count: u32) -> bool {
+    let reads = (1..=count).map(|n| async move {
+        fresh(hub, &format!("/max/transactions/TXN-{n}"))
+            .await
+            .status
+    });
+    futures::future::join_all(reads)
+        .await
+        .iter()
+        .all(|s| *s == 200)
+}
+
 /// Two `ihub consume` processes share one OAuth2 token; nothing either writes (logs, audit,
 /// operations, notices, dead letters) nor what the partners saw holds a configured secret.
 #[tokio::test]
@@ -709,40 +777,14 @@ async fn two_processes_share_the_token_and_no_secret_is_written_anywhere() {
     second.wait_for_line("consumers running").await;
 
     let txns = hub.mock::<TransactionsMock>();
-    let reads = (1..=20).map(|n| {
-        let hub = &hub;
-        async move {
-            fresh(hub, &format!("/max/transactions/TXN-{n}"))
-                .await
-                .status
-        }
-    });
-    assert!(
-        futures::future::join_all(reads)
-            .await
-            .iter()
-            .all(|s| *s == 200)
-    );
+    assert!(read_at_once(&hub, 20).await);
     assert_eq!(
         txns.token_requests(),
         1,
         "one token for twenty reads in two processes"
     );
     txns.expire_tokens();
-    let reads = (1..=10).map(|n| {
-        let hub = &hub;
-        async move {
-            fresh(hub, &format!("/max/transactions/TXN-{n}"))
-                .await
-                .status
-        }
-    });
-    assert!(
-        futures::future::join_all(reads)
-            .await
-            .iter()
-            .all(|s| *s == 200)
-    );
+    assert!(read_at_once(&hub, 10).await);
     assert_eq!(
         txns.token_requests(),
         2,

@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::json;
@@ -25,7 +25,7 @@ use super::config::CASINO_SECRET;
 use super::signature::{CASINO_HEADER, sign};
 use crate::bench::{
     Load as Args, Phase, Samples, Sent, Source, closed_loop, millis, ms, open_loop, print_results,
-    raw_baseline, raw_request_reply,
+    raw_baseline, raw_request_reply, timed,
 };
 use crate::config::{Config, Secret};
 use crate::nats::Bus;
@@ -60,24 +60,14 @@ impl Source for Debits {
         })
         .to_string();
         let signature = sign(&self.secret, body.as_bytes());
-        let sent_at_us = chrono::Utc::now().timestamp_micros();
-        let started = Instant::now();
-        let response = self
-            .http
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .header(CASINO_HEADER, signature)
-            .body(body)
-            .send()
-            .await?;
-        let status = response.status().as_u16();
-        response.bytes().await?;
-        Ok(Sent {
-            id: (),
-            sent_at_us,
-            latency: started.elapsed(),
-            status,
-        })
+        timed(
+            self.http
+                .post(&self.url)
+                .header("content-type", "application/json")
+                .header(CASINO_HEADER, signature)
+                .body(body),
+        )
+        .await
     }
 }
 

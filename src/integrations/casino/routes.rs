@@ -195,32 +195,24 @@ async fn forward(app: &Casino, call: Call, headers: &HeaderMap, body: &[u8]) -> 
 
 /// One request to the wallet service, waiting at most `wait`.
 async fn request(app: &Casino, subject: &str, body: &[u8], wait: std::time::Duration) -> Result<Reply, ApiError> {
-    let bus = &app.hub.bus;
-    let mut nats_headers = async_nats::HeaderMap::new();
-    crate::telemetry::inject_nats(&mut nats_headers);
     let unavailable = |why: String| ApiError::unavailable(anyhow::anyhow!(why));
-    if bus.client.connection_state() != async_nats::connection::State::Connected {
+    if app.hub.bus.client.connection_state() != async_nats::connection::State::Connected {
         return Err(unavailable("NATS is not reachable: the wallet cannot answer now".into()));
     }
-    let sent = bus.client.request_with_headers(
-        bus.names.subject(subject),
-        nats_headers,
-        Bytes::copy_from_slice(body),
-    );
-    let message = match tokio::time::timeout(wait, sent).await {
-        Ok(Ok(message)) => message,
-        Ok(Err(err)) if err.kind() == async_nats::RequestErrorKind::NoResponders => {
+    let message = match app.hub.bus.request(subject, Bytes::copy_from_slice(body), wait).await {
+        Ok(message) => message,
+        Err(err) if err.kind() == async_nats::RequestErrorKind::NoResponders => {
             return Err(unavailable(
                 "no wallet process is running: start `ihub consume` (ihub dev runs one)".into(),
             ));
         }
-        Ok(Err(err)) => return Err(unavailable(format!("the wallet did not answer: {err}"))),
-        Err(_) => {
+        Err(err) if err.kind() == async_nats::RequestErrorKind::TimedOut => {
             return Err(unavailable(format!(
                 "the wallet did not answer within {} ms: retry with the same externalTransactionId",
                 wait.as_millis()
             )));
         }
+        Err(err) => return Err(unavailable(format!("the wallet did not answer: {err}"))),
     };
     Reply::from_message(&message)
         .ok_or_else(|| unavailable("the wallet's reply has no status".into()))

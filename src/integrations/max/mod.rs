@@ -9,6 +9,7 @@
 //! agents' WebSockets.
 
 pub mod adapter;
+pub mod bench;
 pub mod breaker;
 pub mod cache;
 pub mod config;

@@ -131,28 +131,22 @@ fn answered(answer: Answer) -> Response {
 
 /// One request to the `ihub-max` service, waiting at most `wait`.
 async fn ask(app: &Max, subject: &str, payload: &impl serde::Serialize, wait: Duration) -> Result<Answer, ApiError> {
-    let bus = &app.hub.bus;
     let unavailable = |why: String| ApiError::unavailable(anyhow::anyhow!(why));
-    let mut headers = async_nats::HeaderMap::new();
-    crate::telemetry::inject_nats(&mut headers);
     let payload = serde_json::to_vec(payload).map_err(|err| ApiError::internal(err.into()))?;
-    let sent = bus
-        .client
-        .request_with_headers(bus.names.subject(subject), headers, payload.into());
-    let message = match tokio::time::timeout(wait, sent).await {
-        Ok(Ok(message)) => message,
-        Ok(Err(err)) if err.kind() == async_nats::RequestErrorKind::NoResponders => {
+    let message = match app.hub.bus.request(subject, payload.into(), wait).await {
+        Ok(message) => message,
+        Err(err) if err.kind() == async_nats::RequestErrorKind::NoResponders => {
             return Err(unavailable(
                 "no MAX adapter process is running: start `ihub consume` (ihub dev runs one)".into(),
             ));
         }
-        Ok(Err(err)) => return Err(unavailable(format!("the adapters did not answer: {err}"))),
-        Err(_) => {
+        Err(err) if err.kind() == async_nats::RequestErrorKind::TimedOut => {
             return Err(unavailable(format!(
                 "the adapters did not answer within {} ms (MAX_READ_TIMEOUT_MS): retry",
                 wait.as_millis()
             )));
         }
+        Err(err) => return Err(unavailable(format!("the adapters did not answer: {err}"))),
     };
     serde_json::from_slice(&message.payload)
         .map_err(|err| ApiError::internal(anyhow::anyhow!("the service's reply does not parse: {err}")))

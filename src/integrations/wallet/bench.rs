@@ -33,8 +33,9 @@ pub struct Args {
     /// `reconciliation`, a report over a large mirror (needs only Postgres); `newstore`,
     /// signed `order.completed` webhooks timed to the Hail mock (`ihub bench` hands it to
     /// the NewStore integration); `casino`, signed debits answered at once by the wallet
-    /// service, across 1,000 players and on one hot player.
-    #[arg(long, default_value = "wallet", value_parser = ["wallet", "reconciliation", "newstore", "casino"])]
+    /// service, across 1,000 players and on one hot player; `max`, MAX's transaction reads,
+    /// cached and past the cache to a 20 ms partner.
+    #[arg(long, default_value = "wallet", value_parser = ["wallet", "reconciliation", "newstore", "casino", "max"])]
     pub scenario: String,
     /// Print the results as one JSON object on stdout (progress goes to stderr).
     #[arg(long)]

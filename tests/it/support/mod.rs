@@ -226,7 +226,6 @@ impl Hub {
         }
     }
 
-    /// The running mock of type `T`.
     /// [`Hub::env`] with `HTTP_ADDR` where this hub's ingress listens, as `ihub dev` binds it
     /// (what `ihub bench` reads to find the hub).
     pub fn env_as_dev(&self) -> Vec<(String, String)> {
@@ -251,6 +250,7 @@ impl Hub {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// The running mock of type `T`.
     pub fn mock<T: Send + Sync + 'static>(&self) -> Mocked<T> {
         self.mocks
             .iter()
