@@ -761,16 +761,26 @@ async fn read_at_once(hub: &Hub, count: u32) -> bool {
         .all(|s| *s == 200)
 }
 
-/// Two `ihub consume` processes share one OAuth2 token; nothing either writes (logs, audit,
-/// operations, notices, dead letters) nor what the partners saw holds a configured secret.
+/// Two `ihub consume` processes share one OAuth2 token; nothing the processes log (JSON lines
+/// at debug, span fields included), store (audit, operations, notices) or dead-letter, nor
+/// what the partners saw, holds a configured secret.
 #[tokio::test]
 async fn two_processes_share_the_token_and_no_secret_is_written_anywhere() {
-    let hub = Hub::start(Options {
+    let mut hub = Hub::start(Options {
         no_consumers: true,
+        no_ingress: true,
         ..options()
     })
     .await;
-    let env = hub.env();
+    let mut env = hub.env();
+    env.push(("LOG_FORMAT".into(), "json".into()));
+    env.push(("RUST_LOG".into(), "ihub=debug,info".into()));
+    let mut ingress_env = env.clone();
+    let port = crate::support::outage::free_port();
+    ingress_env.push(("HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
+    let mut ingress = Ihub::spawn(&["ingress", "--integrations", "max"], &ingress_env);
+    ingress.wait_for_line("listening on").await;
+    hub.url = format!("http://127.0.0.1:{port}");
     let mut first = Ihub::spawn(&["consume", "--integrations", "max"], &env);
     first.wait_for_line("consumers running").await;
     let mut second = Ihub::spawn(&["consume", "--integrations", "max"], &env);
@@ -816,18 +826,25 @@ async fn two_processes_share_the_token_and_no_secret_is_written_anywhere() {
     .await;
     assert_eq!(draft.status, 201);
 
-    let served = |log: &std::path::Path| {
-        std::fs::read_to_string(log)
-            .unwrap()
-            .contains("integration_request")
-    };
+    let logged = |log: &std::path::Path| std::fs::read_to_string(log).unwrap();
+    let served = |log: &std::path::Path| logged(log).contains("integration_request");
     assert!(
         served(&first.log) && served(&second.log),
         "both processes served reads"
     );
+    // The audit line is structured: adapter, operation, duration, status, conversation.
+    let line: Value = logged(&first.log)
+        .lines()
+        .chain(logged(&second.log).lines())
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["fields"]["message"] == "integration_request")
+        .expect("a JSON integration_request line");
+    for field in ["adapter", "operation", "duration_ms", "status"] {
+        assert!(line["fields"].get(field).is_some(), "{field} in {line}");
+    }
     let mut written = String::new();
-    for log in [&first.log, &second.log] {
-        written.push_str(&std::fs::read_to_string(log).unwrap());
+    for log in [&ingress.log, &first.log, &second.log] {
+        written.push_str(&logged(log));
     }
     for (table, query) in [
         ("integration_log", "SELECT t::text FROM integration_log t"),
@@ -864,6 +881,6 @@ async fn two_processes_share_the_token_and_no_secret_is_written_anywhere() {
     ] {
         assert!(!written.contains(secret), "{secret} was written");
     }
-    assert!(first.terminate().await && second.terminate().await);
+    assert!(first.terminate().await && second.terminate().await && ingress.terminate().await);
     hub.stop().await;
 }

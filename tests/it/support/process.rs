@@ -19,15 +19,16 @@ fn command(args: &[&str], env: &[(String, String)]) -> (Command, std::path::Path
         uuid::Uuid::new_v4().simple()
     ));
     let mut command = Command::new(env!("CARGO_BIN_EXE_ihub"));
-    // Only what the test gives: the parent's environment must not leak secrets or URLs in.
+    // Only what the test gives (its RUST_LOG wins): the parent's environment must not leak
+    // secrets or URLs in.
     command
         .args(args)
         .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
         )
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).expect("log file"))
