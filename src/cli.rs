@@ -61,6 +61,13 @@ enum Command {
         #[command(flatten)]
         select: Select,
     },
+    /// The hub at a glance: NATS and Postgres readiness, streams, durables (pending, ack
+    /// pending, redelivered, last active), dead letters per consumer, shared breakers.
+    Status {
+        /// One JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect and replay dead letters (the DLQ stream).
     Dlq {
         #[command(subcommand)]
@@ -167,32 +174,112 @@ impl Select {
 enum DlqCommand {
     /// List dead letters: sequence, consumer, original subject, deliveries, error.
     List {
-        /// Only this consumer's dead letters.
-        #[arg(long)]
-        consumer: Option<String>,
+        #[command(flatten)]
+        filter: DlqFilter,
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Show one dead letter with all its headers and its payload.
     Show { seq: u64 },
-    /// Republish dead letters to their original subject with their original headers, then
-    /// remove them from the DLQ.
+    /// Republish dead letters to their original subject with their original headers (the
+    /// trace continues), then remove them from the DLQ: one by its sequence, or every one the
+    /// filters take (`--all` for all of them).
     Replay {
         /// The DLQ sequence to replay.
-        #[arg(required_unless_present = "all")]
+        #[arg(conflicts_with_all = ["all", "from", "to", "consumer", "since", "subject"])]
         seq: Option<u64>,
-        /// Replay every dead letter (of --consumer, when given).
-        #[arg(long, conflicts_with = "seq")]
-        all: bool,
-        /// With --all: only this consumer's dead letters.
+        /// Every dead letter (the filters narrow it).
         #[arg(long)]
-        consumer: Option<String>,
+        all: bool,
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// At most this many per second (`50` or `50/s`).
+        #[arg(long, value_parser = parse_rate)]
+        rate: Option<f64>,
+        /// Show what would be replayed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
+/// Which dead letters a `dlq` command takes.
+#[derive(clap::Args)]
+struct DlqFilter {
+    /// From this DLQ sequence on (included).
+    #[arg(long)]
+    from: Option<u64>,
+    /// Up to this DLQ sequence (included).
+    #[arg(long)]
+    to: Option<u64>,
+    /// Only this consumer's dead letters.
+    #[arg(long)]
+    consumer: Option<String>,
+    /// Only those that failed since: an RFC 3339 time or how long ago (15m, 2h, 1d).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only those whose original subject matches this NATS pattern (in.wallet.*, out.>).
+    #[arg(long)]
+    subject: Option<String>,
+}
+
+impl DlqFilter {
+    fn given(&self) -> bool {
+        self.from.is_some()
+            || self.to.is_some()
+            || self.consumer.is_some()
+            || self.since.is_some()
+            || self.subject.is_some()
+    }
+
+    fn filter(self) -> anyhow::Result<dlq::Filter> {
+        Ok(dlq::Filter {
+            from: self.from,
+            to: self.to,
+            consumer: self.consumer,
+            since: self
+                .since
+                .map(|since| dlq::parse_since(&since, chrono::Utc::now()))
+                .transpose()?,
+            subject: self.subject,
+        })
+    }
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches("/s");
+    match number.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(format!("{text:?}: a rate per second, like 50 or 50/s")),
+    }
+}
+
+/// The command line, with `ihub mocks --help` listing every registered mock.
+fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut listed =
+        String::from("Mocks (name, where it listens, the setting that points the hub at it):\n");
+    for integration in integrations::ALL {
+        for mock in integration.mocks {
+            let wires: Vec<&str> = mock.wires.iter().map(|w| w.var).collect();
+            listed.push_str(&format!(
+                "  {:<16} {} ({})  {}  [{}]\n",
+                mock.name,
+                mock.addr_var,
+                mock.default_addr,
+                wires.join(", "),
+                integration.name
+            ));
+        }
+    }
+    let matches = Cli::command()
+        .mut_subcommand("mocks", |mocks| mocks.after_help(listed))
+        .get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+}
+
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     crate::tls::install_crypto();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -313,6 +400,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
             running.finish(started).await
         }
         Command::Dev { select } => dev(select.integrations()?).await,
+        Command::Status { json } => {
+            let cfg = Config::from_env()?;
+            let status = crate::status::read(&cfg).await;
+            if json {
+                println!("{}", serde_json::to_string(&status)?);
+            } else {
+                print!("{}", crate::status::render(&status));
+            }
+            if status.nats.ready && status.postgres.ready {
+                Ok(())
+            } else {
+                anyhow::bail!("not ready: see above")
+            }
+        }
         Command::Dlq { command } => {
             let cfg = Config::from_env()?;
             let bus = Bus::connect(cfg.nats_url.expose(), &cfg.nats_prefix, "ihub-dlq").await?;
@@ -578,8 +679,8 @@ async fn parked_command(bus: &Bus, command: ParkedCommand) -> anyhow::Result<()>
 
 async fn dlq_command(bus: &Bus, command: DlqCommand) -> anyhow::Result<()> {
     match command {
-        DlqCommand::List { consumer, json } => {
-            let letters = dlq::list(bus, consumer.as_deref()).await?;
+        DlqCommand::List { filter, json } => {
+            let letters = dlq::select(bus, &filter.filter()?).await?;
             if json {
                 for letter in &letters {
                     println!("{}", serde_json::to_string(letter)?);
@@ -587,24 +688,10 @@ async fn dlq_command(bus: &Bus, command: DlqCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             if letters.is_empty() {
-                println!("the DLQ is empty");
+                println!("no dead letters");
                 return Ok(());
             }
-            println!(
-                "{:>6}  {:<18} {:<28} {:>5}  {:<25}  error",
-                "seq", "consumer", "original subject", "tries", "failed at"
-            );
-            for l in &letters {
-                println!(
-                    "{:>6}  {:<18} {:<28} {:>5}  {:<25}  {}",
-                    l.seq,
-                    l.consumer,
-                    l.original_subject,
-                    l.deliveries.map_or("?".into(), |d| d.to_string()),
-                    l.failed_at,
-                    l.error
-                );
-            }
+            print_letters(&letters);
             println!(
                 "{} dead letter(s); `ihub dlq show SEQ` for one, `ihub dlq replay SEQ` to retry it",
                 letters.len()
@@ -634,29 +721,71 @@ async fn dlq_command(bus: &Bus, command: DlqCommand) -> anyhow::Result<()> {
             println!("payload:\n{}", letter.payload);
             Ok(())
         }
-        DlqCommand::Replay { seq, all, consumer } => {
-            let seqs: Vec<u64> = if all {
-                dlq::list(bus, consumer.as_deref())
-                    .await?
-                    .into_iter()
-                    .map(|l| l.seq)
-                    .collect()
-            } else {
-                seq.into_iter().collect()
+        DlqCommand::Replay {
+            seq,
+            all,
+            filter,
+            rate,
+            dry_run,
+        } => {
+            let letters = match seq {
+                Some(seq) => vec![dlq::show(bus, seq).await?],
+                None if all || filter.given() => dlq::select(bus, &filter.filter()?).await?,
+                None => anyhow::bail!(
+                    "say which: a sequence, --all, or filters (--from, --to, --consumer, --since, --subject)"
+                ),
             };
-            if seqs.is_empty() {
+            if letters.is_empty() {
                 println!("nothing to replay");
+                return Ok(());
             }
-            let total = seqs.len();
-            for (i, seq) in seqs.into_iter().enumerate() {
-                let new_seq = dlq::replay(bus, seq).await?;
+            if dry_run {
+                print_letters(&letters);
                 println!(
-                    "[{}/{total}] replayed dead letter {seq} (now stream sequence {new_seq})",
-                    i + 1
+                    "dry run: {} dead letter(s) would be replayed; nothing changed",
+                    letters.len()
                 );
+                return Ok(());
             }
-            bus.client.flush().await?;
+            // Every letter of a short replay; a line a second of a long one.
+            let total = letters.len();
+            let started = std::time::Instant::now();
+            let mut shown = started;
+            let replayed = dlq::replay_all(bus, &letters, rate, |done, total, letter, new_seq| {
+                if total <= 20 {
+                    println!(
+                        "[{done}/{total}] replayed dead letter {} to {} (stream sequence {new_seq})",
+                        letter.seq, letter.original_subject
+                    );
+                } else if shown.elapsed() >= std::time::Duration::from_secs(1) || done == total {
+                    shown = std::time::Instant::now();
+                    println!(
+                        "[{done}/{total}] replayed, {:.0}/s",
+                        done as f64 / started.elapsed().as_secs_f64()
+                    );
+                }
+            })
+            .await?;
+            println!("replayed {replayed} of {total} dead letter(s)");
             Ok(())
         }
+    }
+}
+
+fn print_letters(letters: &[dlq::DeadLetter]) {
+    println!(
+        "{:>6}  {:<18} {:<28} {:>5}  {:<25}  error",
+        "seq", "consumer", "original subject", "tries", "failed at"
+    );
+    for l in letters {
+        println!(
+            "{:>6}  {:<18} {:<28} {:>5}  {:<25}  {}",
+            l.seq,
+            l.consumer,
+            l.original_subject,
+            l.deliveries.map_or("?".into(), |d| d.to_string()),
+            l.failed_at,
+            l.error
+        );
     }
 }

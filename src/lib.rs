@@ -28,5 +28,6 @@ pub mod shutdown;
 pub mod signatures;
 pub mod ssrf;
 pub mod startup;
+pub mod status;
 pub mod telemetry;
 pub mod tls;

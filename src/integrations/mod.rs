@@ -107,19 +107,7 @@ mod tests {
 
     use super::*;
 
-    /// Whether NATS subject `subject` matches `filter` (`*` one token, `>` the rest).
-    fn matches(filter: &str, subject: &str) -> bool {
-        let mut tokens = subject.split('.');
-        for part in filter.split('.') {
-            match (part, tokens.next()) {
-                (">", Some(_)) => return true,
-                ("*", Some(_)) => {}
-                (part, Some(token)) if part == token => {}
-                _ => return false,
-            }
-        }
-        tokens.next().is_none()
-    }
+    use crate::nats::subject_matches as matches;
 
     #[test]
     fn subjects_match_like_nats() {

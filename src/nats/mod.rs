@@ -52,6 +52,19 @@ impl Names {
             .unwrap_or(subject)
     }
 
+    /// A stream's name without this prefix (`t9_INBOUND` → `INBOUND`, `KV_t9_cache` →
+    /// `KV_cache`).
+    pub fn unprefixed_stream(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            return name.to_string();
+        }
+        let own = format!("{}_", self.prefix);
+        match name.strip_prefix("KV_") {
+            Some(bucket) => format!("KV_{}", bucket.strip_prefix(&own).unwrap_or(bucket)),
+            None => name.strip_prefix(&own).unwrap_or(name).to_string(),
+        }
+    }
+
     fn join(&self, base: &str, separator: char) -> String {
         if self.prefix.is_empty() {
             base.to_string()
@@ -283,6 +296,20 @@ impl Bus {
             .await
             .with_context(|| format!("KV bucket {bucket} not found: run `ihub setup` first"))
     }
+}
+
+/// Whether NATS subject `subject` matches `filter` (`*` one token, `>` the rest).
+pub fn subject_matches(filter: &str, subject: &str) -> bool {
+    let mut tokens = subject.split('.');
+    for part in filter.split('.') {
+        match (part, tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (part, Some(token)) if part == token => {}
+            _ => return false,
+        }
+    }
+    tokens.next().is_none()
 }
 
 /// `text` as a header value, or an error (never a panic) when it holds a line break or other

@@ -168,6 +168,92 @@ pub async fn show(bus: &Bus, seq: u64) -> anyhow::Result<DeadLetter> {
     ))
 }
 
+/// Which dead letters a command takes: all of them, or those that pass every filter given.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// DLQ sequences from this one...
+    pub from: Option<u64>,
+    /// ...up to this one, both included.
+    pub to: Option<u64>,
+    pub consumer: Option<String>,
+    /// Failed at or after this time.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Original subject (without the deployment's prefix) matching this NATS pattern
+    /// (`in.wallet.*`, `out.>`).
+    pub subject: Option<String>,
+}
+
+impl Filter {
+    fn passes_names(&self, names: &crate::nats::Names, letter: &DeadLetter) -> bool {
+        let failed_at = chrono::DateTime::parse_from_rfc3339(&letter.failed_at).ok();
+        self.from.is_none_or(|from| letter.seq >= from)
+            && self.to.is_none_or(|to| letter.seq <= to)
+            && self
+                .since
+                .is_none_or(|since| failed_at.is_some_and(|at| at >= since))
+            && self.subject.as_deref().is_none_or(|pattern| {
+                crate::nats::subject_matches(pattern, names.unprefixed(&letter.original_subject))
+            })
+    }
+}
+
+/// `--since`: an RFC 3339 time, or how long ago (`90s`, `15m`, `2h`, `1d`).
+pub fn parse_since(
+    text: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: i64 = number.parse().map_err(|_| {
+        anyhow::anyhow!("--since {text:?}: an RFC 3339 time or a duration like 15m, 2h, 1d")
+    })?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => bail!("--since {text:?}: a duration ends in s, m, h or d"),
+    };
+    Ok(now - chrono::Duration::seconds(seconds))
+}
+
+/// The dead letters `filter` takes, oldest first.
+pub async fn select(bus: &Bus, filter: &Filter) -> anyhow::Result<Vec<DeadLetter>> {
+    let letters = list(bus, filter.consumer.as_deref()).await?;
+    Ok(letters
+        .into_iter()
+        .filter(|l| filter.passes_names(&bus.names, l))
+        .collect())
+}
+
+/// Replays `letters` in order, at most `rate` per second when given, calling `progress`
+/// after each with (done, total).
+pub async fn replay_all(
+    bus: &Bus,
+    letters: &[DeadLetter],
+    rate: Option<f64>,
+    mut progress: impl FnMut(usize, usize, &DeadLetter, u64),
+) -> anyhow::Result<usize> {
+    let interval = rate
+        .filter(|r| *r > 0.0)
+        .map(|r| std::time::Duration::from_secs_f64(1.0 / r));
+    let started = tokio::time::Instant::now();
+    for (i, letter) in letters.iter().enumerate() {
+        if let Some(interval) = interval {
+            tokio::time::sleep_until(started + interval.mul_f64(i as f64)).await;
+        }
+        let new_seq = replay(bus, letter.seq).await?;
+        progress(i + 1, letters.len(), letter, new_seq);
+    }
+    bus.client.flush().await?;
+    Ok(letters.len())
+}
+
 /// Republishes dead letter `seq` to its original subject with its original headers, then
 /// removes it from the DLQ. Returns the new stream sequence.
 pub async fn replay(bus: &Bus, seq: u64) -> anyhow::Result<u64> {
@@ -213,4 +299,103 @@ pub async fn replay(bus: &Bus, seq: u64) -> anyhow::Result<u64> {
         .await
         .with_context(|| format!("replayed, but could not remove dead letter {seq}"))?;
     Ok(ack.sequence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(seq: u64, subject: &str, failed_at: &str) -> DeadLetter {
+        DeadLetter {
+            seq,
+            consumer: "deliver-rgs".into(),
+            original_subject: subject.into(),
+            original_stream: "OUTBOUND".into(),
+            original_seq: Some(seq),
+            deliveries: Some(1),
+            error: String::new(),
+            failed_at: failed_at.into(),
+            headers: Vec::new(),
+            payload: String::new(),
+        }
+    }
+
+    #[test]
+    fn since_takes_a_time_or_how_long_ago() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-06T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            parse_since("15m", now).unwrap().to_rfc3339(),
+            "2026-12-06T11:45:00+00:00"
+        );
+        assert_eq!(
+            parse_since("1d", now).unwrap().to_rfc3339(),
+            "2026-12-05T12:00:00+00:00"
+        );
+        assert_eq!(
+            parse_since("2026-12-06T10:00:00Z", now)
+                .unwrap()
+                .to_rfc3339(),
+            "2026-12-06T10:00:00+00:00"
+        );
+        assert!(parse_since("soon", now).is_err());
+        assert!(parse_since("5w", now).is_err());
+    }
+
+    #[test]
+    fn filters_combine() {
+        let names = crate::nats::Names::new("t1");
+        let subject = |s: &str| names.subject(s);
+        let letters = [
+            letter(1, &subject("out.rgs.webhook"), "2026-12-06T10:00:00+00:00"),
+            letter(
+                2,
+                &subject("out.operator.withdraw"),
+                "2026-12-06T11:00:00+00:00",
+            ),
+            letter(3, &subject("out.rgs.webhook"), "2026-12-06T12:00:00+00:00"),
+        ];
+        let pick = |filter: Filter| -> Vec<u64> {
+            letters
+                .iter()
+                .filter(|l| filter.passes_names(&names, l))
+                .map(|l| l.seq)
+                .collect()
+        };
+        assert_eq!(pick(Filter::default()), [1, 2, 3]);
+        assert_eq!(
+            pick(Filter {
+                from: Some(2),
+                ..Filter::default()
+            }),
+            [2, 3]
+        );
+        assert_eq!(
+            pick(Filter {
+                to: Some(2),
+                ..Filter::default()
+            }),
+            [1, 2]
+        );
+        assert_eq!(
+            pick(Filter {
+                subject: Some("out.rgs.*".into()),
+                ..Filter::default()
+            }),
+            [1, 3]
+        );
+        let since = chrono::DateTime::parse_from_rfc3339("2026-12-06T10:30:00Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            pick(Filter {
+                since: Some(since),
+                subject: Some("out.>".into()),
+                to: Some(2),
+                ..Filter::default()
+            }),
+            [2]
+        );
+    }
 }

@@ -34,6 +34,7 @@ pub mod group_commit;
 pub mod park;
 mod schedule;
 pub mod service;
+pub mod shared_breaker;
 
 pub use breaker::Breaker;
 pub use consumer::{Consumer, Context, Worker};

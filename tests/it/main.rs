@@ -13,6 +13,7 @@ mod hardening;
 mod max;
 mod max_adapters;
 mod newstore;
+mod operating;
 mod parking;
 mod parts;
 mod processes;

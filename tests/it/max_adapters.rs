@@ -8,11 +8,11 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use ihub::config::Secret;
-use ihub::integrations::max::breaker::{Permit, SharedBreaker, State};
 use ihub::integrations::max::mocks::sales::SalesMock;
 use ihub::integrations::max::mocks::supervisor::SupervisorMock;
 use ihub::integrations::max::mocks::ticketing::TicketingMock;
 use ihub::integrations::max::mocks::transactions::TransactionsMock;
+use ihub::runtime::shared_breaker::{Permit, SharedBreaker, State};
 use ihub::signatures::body_signature;
 
 use crate::max::{

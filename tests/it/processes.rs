@@ -345,8 +345,21 @@ async fn a_process_asks_only_for_the_secrets_of_what_it_runs() {
 
 #[tokio::test]
 async fn every_command_has_help() {
+    // `ihub mocks --help` names every mock, where it listens and what points at it.
+    let (ok, out, _) = Ihub::run_full(&["mocks", "--help"], &[]).await;
+    assert!(ok);
+    for integration in ihub::integrations::ALL {
+        for mock in integration.mocks {
+            assert!(
+                out.contains(mock.name) && out.contains(mock.addr_var),
+                "{} in {out}",
+                mock.name
+            );
+        }
+    }
     for command in [
-        "setup", "ingress", "consume", "dev", "mocks", "dlq", "sign", "bench",
+        "setup", "ingress", "consume", "dev", "mocks", "status", "dlq", "parked", "sign",
+        "simulate", "bench", "chaos",
     ] {
         let (ok, out, _) = Ihub::run_full(&[command, "--help"], &[]).await;
         assert!(ok && out.contains("Usage: ihub"), "{command}: {out}");

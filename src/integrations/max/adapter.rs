@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tracing::Instrument;
 
-use super::breaker::{SharedBreaker, State};
+use crate::runtime::shared_breaker::{SharedBreaker, State};
 use super::config::AdapterConfig;
 use super::oauth::SharedToken;
 use super::operations::{Adapter, Operation};
@@ -25,9 +25,6 @@ use crate::signatures::{body_signature, canonical_json};
 
 pub const HMAC_HEADER: &str = "x-hmac-signature";
 pub const REDACTED: &str = "***REDACTED***";
-
-/// The KV bucket of the breakers.
-pub const BREAKERS: &str = "breakers";
 
 /// What an operation came to.
 #[derive(Clone, Debug, PartialEq)]
@@ -69,7 +66,7 @@ pub struct Adapters {
 impl Adapters {
     pub async fn new(cfg: AdapterConfig, bus: &Bus, db: PgPool, http: reqwest::Client) -> anyhow::Result<Self> {
         let tokens = bus.kv("tokens").await?;
-        let breakers = bus.kv(BREAKERS).await?;
+        let breakers = bus.kv(SharedBreaker::BUCKET).await?;
         let transactions_token = SharedToken::new(
             tokens.clone(),
             http.clone(),
@@ -93,7 +90,7 @@ impl Adapters {
             .map(|adapter| {
                 let breaker = SharedBreaker::new(
                     breakers.clone(),
-                    adapter.name(),
+                    &adapter.breaker_key(),
                     cfg.breaker_failures,
                     cfg.breaker_open,
                     lease,

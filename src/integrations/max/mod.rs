@@ -10,7 +10,6 @@
 
 pub mod adapter;
 pub mod bench;
-pub mod breaker;
 pub mod cache;
 pub mod config;
 pub mod keys;

@@ -38,6 +38,11 @@ impl Adapter {
         Adapter::TransactionCreate,
     ];
 
+    /// Its breaker in the `breakers` bucket.
+    pub fn breaker_key(self) -> String {
+        format!("max.{}", self.name())
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Adapter::Ticketing => "ticketing",

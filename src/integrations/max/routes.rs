@@ -28,8 +28,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::adapter::BREAKERS;
-use super::breaker::SharedBreaker;
 use super::cache::Cache;
 use super::config::{IngressConfig, MAX_API_TOKEN};
 use super::messages::{Answer, Conversation, Read, Write};
@@ -38,6 +36,7 @@ use super::{schemas, store, subjects};
 use crate::idempotency::{self, Idempotency, Record};
 use crate::ingress::{self, ApiError, Context, Parent};
 use crate::money::{Currency, parse_major};
+use crate::runtime::shared_breaker::SharedBreaker;
 use crate::signatures::verify_body_signature;
 
 pub const SIGNATURE_HEADER: &str = "x-max-signature";
@@ -57,7 +56,7 @@ impl Max {
         Ok(Arc::new(Self {
             cfg: IngressConfig::from_env(hub.env())?,
             cache: Cache::open(&hub.bus).await?,
-            breakers: hub.bus.kv(BREAKERS).await?,
+            breakers: hub.bus.kv(SharedBreaker::BUCKET).await?,
             hub: hub.clone(),
         }))
     }
@@ -448,7 +447,7 @@ async fn health(State(app): State<MaxState>, headers: HeaderMap) -> Response {
     served(&app, span, &headers, async {
         let mut adapters = serde_json::Map::new();
         for adapter in Adapter::ALL {
-            let state = SharedBreaker::state_of(&app.breakers, adapter.name())
+            let state = SharedBreaker::state_of(&app.breakers, &adapter.breaker_key())
                 .await
                 .map_err(ApiError::unavailable)?;
             crate::metrics::breaker_state(adapter.name(), state.gauge());

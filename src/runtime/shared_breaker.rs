@@ -1,5 +1,5 @@
-//! The circuit breaker of one adapter, shared by every process through the `breakers` KV
-//! bucket (`max.<adapter>`): after `threshold` consecutive failures it is open for
+//! A circuit breaker shared by every process through the `breakers` KV bucket (one key per
+//! breaker, e.g. `max.ticketing`; `ihub status` lists them all): after `threshold` consecutive failures it is open for
 //! `open_for` and every call fails at once; then one call (the probe, holding a lease so a
 //! crashed prober cannot wedge it) goes through, and its result closes or reopens it.
 //! Updates are compare-and-set on the entry's revision, so processes racing on the same
@@ -93,10 +93,20 @@ fn millis(d: Duration) -> i64 {
 }
 
 impl SharedBreaker {
-    pub fn new(kv: kv::Store, name: &str, threshold: u32, open_for: Duration, probe_lease: Duration) -> Self {
+    /// The bucket of every shared breaker.
+    pub const BUCKET: &'static str = "breakers";
+
+    /// Breaker `key` (a KV key: letters, digits, `-`, `_`, `.`).
+    pub fn new(
+        kv: kv::Store,
+        key: &str,
+        threshold: u32,
+        open_for: Duration,
+        probe_lease: Duration,
+    ) -> Self {
         Self {
             kv,
-            key: format!("max.{name}"),
+            key: key.to_string(),
             threshold: threshold.max(1),
             open_for,
             probe_lease,
@@ -135,10 +145,10 @@ impl SharedBreaker {
         Ok(self.load().await?.0.state(now_ms()))
     }
 
-    /// The state of `name`'s breaker, read by a process that does not call the partner (the
-    /// ingress's `GET /max/health`).
-    pub async fn state_of(kv: &kv::Store, name: &str) -> anyhow::Result<State> {
-        let probe = Self::new(kv.clone(), name, 1, Duration::ZERO, Duration::ZERO);
+    /// The state of breaker `key`, read by a process that does not call the partner (the
+    /// ingress's `GET /max/health`, `ihub status`).
+    pub async fn state_of(kv: &kv::Store, key: &str) -> anyhow::Result<State> {
+        let probe = Self::new(kv.clone(), key, 1, Duration::ZERO, Duration::ZERO);
         probe.state().await
     }
 
