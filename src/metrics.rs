@@ -140,3 +140,70 @@ pub fn cache_lookup(operation: &'static str, hit: bool) {
     metrics::counter!("integration_cache_requests_total", "operation" => operation, "result" => result)
         .increment(1);
 }
+
+/// A message a consumer holds: `ihub_consumer_in_flight{consumer}` counts it until dropped.
+pub struct InFlight(&'static str);
+
+impl InFlight {
+    pub fn new(consumer: &'static str) -> Self {
+        metrics::gauge!("ihub_consumer_in_flight", "consumer" => consumer).increment(1.0);
+        Self(consumer)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("ihub_consumer_in_flight", "consumer" => self.0).decrement(1.0);
+    }
+}
+
+/// What a consumer told JetStream about a message.
+pub fn acked(consumer: &'static str) {
+    metrics::counter!("ihub_consumer_acks_total", "consumer" => consumer).increment(1);
+}
+
+/// A NAK, and the delay it asked for.
+pub fn naked(consumer: &'static str, delay: std::time::Duration) {
+    metrics::counter!("ihub_consumer_naks_total", "consumer" => consumer).increment(1);
+    metrics::histogram!("ihub_consumer_nak_delay_seconds", "consumer" => consumer)
+        .record(delay.as_secs_f64());
+}
+
+/// A message terminated after it was stored in the DLQ.
+pub fn dead_lettered(consumer: &'static str) {
+    metrics::counter!("ihub_dlq_publishes_total", "consumer" => consumer).increment(1);
+    metrics::counter!("ihub_consumer_terms_total", "consumer" => consumer).increment(1);
+}
+
+/// A delivery target's breaker in this process: 0 closed, 1 half-open, 2 open.
+pub fn target_breaker(target: &'static str, state: f64) {
+    metrics::gauge!("ihub_breaker_state", "target" => target).set(state);
+}
+
+/// An idempotency key seen again: `replay` (the same request) or `conflict` (another body).
+pub fn idempotency(scope: &str, outcome: &'static str) {
+    let labels = [
+        ("scope", scope.to_string()),
+        ("outcome", outcome.to_string()),
+    ];
+    metrics::counter!("ihub_idempotency_repeats_total", &labels).increment(1);
+}
+
+/// A request refused by a rate limit (429).
+pub fn rate_limited(limit: &'static str) {
+    metrics::counter!("ihub_rate_limited_total", "limit" => limit).increment(1);
+}
+
+/// Sampled from JetStream: a durable's backlog.
+pub fn durable_sampled(consumer: &str, pending: u64, ack_pending: usize, redelivered: usize) {
+    let label = [("consumer", consumer.to_string())];
+    metrics::gauge!("ihub_jetstream_consumer_pending", &label).set(pending as f64);
+    metrics::gauge!("ihub_jetstream_consumer_ack_pending", &label).set(ack_pending as f64);
+    metrics::gauge!("ihub_jetstream_consumer_redelivered", &label).set(redelivered as f64);
+}
+
+/// Sampled from JetStream: dead letters waiting, per consumer.
+pub fn dlq_sampled(consumer: &str, depth: u64) {
+    let label = [("consumer", consumer.to_string())];
+    metrics::gauge!("ihub_dlq_depth", &label).set(depth as f64);
+}

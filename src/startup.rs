@@ -118,6 +118,12 @@ pub async fn ingress(
         routes.push(built);
     }
     let url = server::url_of(&listener);
+    let every = cfg.env.millis("METRICS_SAMPLE_MS", 15_000)?;
+    tasks.spawn(crate::status::sample_metrics(
+        ctx.bus.clone(),
+        every,
+        shutdown.clone(),
+    ));
     tasks.spawn(server::serve(
         listener,
         ingress::router(&ctx, routes),

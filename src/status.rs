@@ -174,6 +174,62 @@ async fn streams(bus: &Bus, status: &mut Status) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Samples the durables' backlogs and the DLQ's depth into the metrics every `every`, until
+/// `shutdown` (the ingress runs it: `ihub_jetstream_consumer_*`, `ihub_dlq_depth`).
+pub async fn sample_metrics(
+    bus: Bus,
+    every: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let mut ticks = tokio::time::interval(every.max(Duration::from_millis(100)));
+    // A consumer whose dead letters were all replayed drops out of the stream's subjects: its
+    // gauge goes back to zero.
+    let mut seen_dlq: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = shutdown.cancelled() => return Ok(()),
+        }
+        let mut status = Status {
+            nats: Readiness {
+                ready: true,
+                error: None,
+            },
+            postgres: Readiness {
+                ready: true,
+                error: None,
+            },
+            streams: Vec::new(),
+            dlq: Vec::new(),
+            breakers: Vec::new(),
+        };
+        if let Err(err) = streams(&bus, &mut status).await {
+            tracing::debug!(error = %format!("{err:#}"), "could not sample JetStream");
+            continue;
+        }
+        for stream in &status.streams {
+            for durable in &stream.consumers {
+                crate::metrics::durable_sampled(
+                    &durable.name,
+                    durable.pending,
+                    durable.ack_pending,
+                    durable.redelivered,
+                );
+            }
+        }
+        for consumer in &seen_dlq {
+            if !status.dlq.iter().any(|(c, _)| c == consumer) {
+                crate::metrics::dlq_sampled(consumer, 0);
+            }
+        }
+        for (consumer, depth) in &status.dlq {
+            crate::metrics::dlq_sampled(consumer, *depth);
+            seen_dlq.insert(consumer.clone());
+        }
+    }
+}
+
 /// What people read.
 pub fn render(status: &Status) -> String {
     use std::fmt::Write as _;

@@ -95,7 +95,15 @@ impl Idempotency {
                 Ok(_) => return Ok(Claim::Claimed),
                 Err(err) if err.kind() == CreateErrorKind::AlreadyExists => {
                     if let Some(existing) = self.get(key).await? {
-                        return Ok(Claim::of_existing(existing, &record.fingerprint));
+                        let claim = Claim::of_existing(existing, &record.fingerprint);
+                        // The scope (`wallet-debit` of `wallet-debit.<hash>`): a bounded label.
+                        let scope = key.split('.').next().unwrap_or(key);
+                        let outcome = match claim {
+                            Claim::Conflict => "conflict",
+                            _ => "replay",
+                        };
+                        crate::metrics::idempotency(scope, outcome);
+                        return Ok(claim);
                     }
                 }
                 Err(err) => {

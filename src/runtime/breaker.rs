@@ -53,6 +53,15 @@ impl Breaker {
         }
     }
 
+    /// For `ihub_breaker_state`: 0 closed, 1 half-open, 2 open.
+    pub fn gauge(&self) -> f64 {
+        match *self.state.lock().expect("breaker lock") {
+            State::Closed { .. } => 0.0,
+            State::HalfOpen => 1.0,
+            State::Open { .. } => 2.0,
+        }
+    }
+
     pub fn succeeded(&self) {
         *self.state.lock().expect("breaker lock") = State::Closed { failures: 0 };
     }

@@ -597,6 +597,7 @@ impl<S: Stage> Runner<S> {
     }
 
     async fn decide(&self, delivery: Delivery) {
+        let _in_flight = crate::metrics::InFlight::new(self.spec.durable);
         if delivery.delivered > self.attempts() {
             // Delivered more often than it may be tried (a crash loop, a lowered limit).
             let error = format!("exhausted after {} deliveries", delivery.delivered - 1);
@@ -617,6 +618,7 @@ impl<S: Stage> Runner<S> {
                 // A permanent answer means the partner is up, whatever it said.
                 _ => breaker.succeeded(),
             }
+            crate::metrics::target_breaker(self.spec.durable, breaker.gauge());
         }
         let fate = fate(
             &result,
@@ -632,11 +634,10 @@ impl<S: Stage> Runner<S> {
         };
         crate::metrics::consumed(self.spec.durable, outcome, started.elapsed().as_secs_f64());
         match fate {
-            Fate::Ack => {
-                if let Err(err) = delivery.message.ack().await {
-                    tracing::warn!(%err, "ack failed; the message will be redelivered");
-                }
-            }
+            Fate::Ack => match delivery.message.ack().await {
+                Ok(()) => crate::metrics::acked(self.spec.durable),
+                Err(err) => tracing::warn!(%err, "ack failed; the message will be redelivered"),
+            },
             Fate::Retry(delay) => {
                 tracing::warn!(
                     attempt = delivery.delivered,
@@ -704,8 +705,9 @@ impl<S: Stage> Runner<S> {
     }
 
     async fn nak(&self, delivery: &Delivery, delay: Duration) {
-        if let Err(err) = delivery.message.ack_with(AckKind::Nak(Some(delay))).await {
-            tracing::warn!(%err, "nak failed; the message returns after ack_wait");
+        match delivery.message.ack_with(AckKind::Nak(Some(delay))).await {
+            Ok(()) => crate::metrics::naked(self.spec.durable, delay),
+            Err(err) => tracing::warn!(%err, "nak failed; the message returns after ack_wait"),
         }
     }
 
@@ -798,6 +800,7 @@ impl<S: Stage> Runner<S> {
                     error,
                     "dead-lettered: inspect with `ihub dlq list`, replay with `ihub dlq replay`"
                 );
+                crate::metrics::dead_lettered(self.spec.durable);
                 if let Err(err) = delivery.message.ack_with(AckKind::Term).await {
                     tracing::warn!(%err, "term failed; the message may be dead-lettered twice");
                 }

@@ -9,6 +9,7 @@ mod bench_newstore;
 mod casino;
 mod chaos;
 mod cluster;
+mod compose;
 mod hardening;
 mod max;
 mod max_adapters;

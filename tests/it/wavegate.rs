@@ -810,3 +810,129 @@ async fn the_callback_consumer_checks_the_url_again_at_send_time() {
     assert!(consumers.terminate().await);
     hub.stop().await;
 }
+
+/// The value of metric `name` in Prometheus text: the sum over its series whose labels
+/// include every one of `labels`.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (metric, set) = series.split_once('{').unwrap_or((series, ""));
+        if metric != name
+            || !labels
+                .iter()
+                .all(|(k, v)| set.contains(&format!("{k}=\"{v}\"")))
+        {
+            continue;
+        }
+        *found.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+    }
+    found
+}
+
+#[tokio::test]
+async fn metrics_move_with_the_traffic() {
+    let hub = Hub::start(options().with(vec![("METRICS_SAMPLE_MS", "100".into())])).await;
+    let scrape = || async {
+        hub.http
+            .get(format!("{}/metrics", hub.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = scrape().await;
+    let counter =
+        |text: &str, name: &str, labels: &[(&str, &str)]| metric(text, name, labels).unwrap_or(0.0);
+
+    // One order retried once, then ticketed and called back; its key replayed and misused.
+    hub.ticketing().faults.fail_next(1, 500);
+    let body = order("EXT-METRICS", &hub.callback_url("metrics"));
+    let accepted = hub.post_order(ACME, Some("metrics-key"), &body, &[]).await;
+    let id = id_of(&accepted);
+    hub.wait_for_status(&id, "ota_callback_delivered").await;
+    assert_eq!(
+        hub.post_order(ACME, Some("metrics-key"), &body, &[])
+            .await
+            .status,
+        201,
+        "the replay"
+    );
+    let other = order("EXT-METRICS-2", &hub.callback_url("metrics"));
+    assert_eq!(
+        hub.post_order(ACME, Some("metrics-key"), &other, &[])
+            .await
+            .status,
+        409
+    );
+
+    let after = eventually(
+        "the sampler to report the durables",
+        Duration::from_secs(10),
+        || async {
+            let text = scrape().await;
+            metric(
+                &text,
+                "ihub_jetstream_consumer_pending",
+                &[("consumer", "deliver-ticketing")],
+            )
+            .is_some()
+            .then_some(text)
+        },
+    )
+    .await;
+    let moved = |name: &str, labels: &[(&str, &str)]| {
+        counter(&after, name, labels) - counter(&before, name, labels)
+    };
+    let route = [
+        ("method", "POST"),
+        ("route", "/orders"),
+        ("status_class", "2xx"),
+    ];
+    assert!(moved("ihub_http_requests_total", &route) >= 2.0);
+    assert!(moved("ihub_http_request_duration_seconds_count", &route) >= 2.0);
+    assert!(
+        moved(
+            "ihub_http_requests_total",
+            &[("route", "/orders"), ("status_class", "4xx")]
+        ) >= 1.0
+    );
+    let ticketing = [("consumer", "deliver-ticketing")];
+    assert!(
+        moved("ihub_consumer_naks_total", &ticketing) >= 1.0,
+        "{after}"
+    );
+    assert!(moved("ihub_consumer_nak_delay_seconds_count", &ticketing) >= 1.0);
+    assert!(moved("ihub_consumer_acks_total", &ticketing) >= 1.0);
+    assert!(moved("ihub_consumer_handle_duration_seconds_count", &ticketing) >= 2.0);
+    assert!(
+        moved(
+            "ihub_partner_calls_total",
+            &[("target", "ticketing"), ("outcome", "retry")]
+        ) >= 1.0
+    );
+    assert!(
+        moved(
+            "ihub_partner_calls_total",
+            &[("target", "ticketing"), ("outcome", "success")]
+        ) >= 1.0
+    );
+    assert!(moved("ihub_idempotency_repeats_total", &[("outcome", "replay")]) >= 1.0);
+    assert!(moved("ihub_idempotency_repeats_total", &[("outcome", "conflict")]) >= 1.0);
+    assert!(
+        metric(
+            &after,
+            "ihub_breaker_state",
+            &[("target", "deliver-ticketing")]
+        )
+        .is_some()
+    );
+    assert!(metric(&after, "ihub_consumer_in_flight", &ticketing).is_some());
+    // Labels stay bounded: no order id, key or partner token in any series.
+    assert!(!after.contains(&id) && !after.contains("metrics-key") && !after.contains(ACME.1));
+    hub.stop().await;
+}

@@ -167,6 +167,7 @@ async fn forward(app: &Casino, call: Call, headers: &HeaderMap, body: &[u8]) -> 
         };
         let now_ms = chrono::Utc::now().timestamp_millis();
         if let crate::ratelimit::Decision::Limited { retry_after } = app.players.take(&player, now_ms) {
+            crate::metrics::rate_limited("casino_player");
             return Err(ApiError::too_many_requests(
                 format!(
                     "player {player:?} is over CASINO_PLAYER_RATE_LIMIT_PER_SEC ({}/s): retry later",

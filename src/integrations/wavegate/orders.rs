@@ -66,6 +66,7 @@ async fn accept(
         .await
         .map_err(ApiError::unavailable)?
     {
+        crate::metrics::rate_limited("wavegate_partner");
         let error = ApiError::too_many_requests(
             format!("partner {partner} is over its rate limit"),
             retry_after,
