@@ -9,7 +9,7 @@
 mod edge;
 mod error;
 
-pub use edge::{json_body, meaningless_control};
+pub use edge::{json_body, json_errors, meaningless_control};
 pub use error::ApiError;
 
 use std::future::Future;

@@ -303,6 +303,7 @@ fn injected(status: u16, retry_after: Option<u64>) -> Response {
 
 /// A mock's router: its `partner` routes behind its fault plan, its `admin` routes and
 /// `/_mock/faults` outside it (so tests can read state while the partner is "down").
+/// Every error a mock's router or extractors make is JSON too, as the hub's are.
 fn with_faults(partner: Router, admin: Router, faults: &Arc<Faults>) -> Router {
     partner
         .layer(axum::middleware::from_fn_with_state(
@@ -311,6 +312,12 @@ fn with_faults(partner: Router, admin: Router, faults: &Arc<Faults>) -> Router {
         ))
         .merge(admin)
         .merge(fault_routes(faults.clone()))
+        .fallback(|| async {
+            crate::ingress::ApiError::not_found(
+                "no such route on this mock; `ihub mocks --help` lists the mocks",
+            )
+        })
+        .layer(axum::middleware::map_response(crate::ingress::json_errors))
 }
 
 /// The `/_mock/faults` admin routes for `faults`.

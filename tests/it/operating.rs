@@ -257,3 +257,42 @@ async fn status_shows_readiness_streams_durables_dead_letters_and_breakers() {
     );
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn the_mocks_answer_errors_as_json_too() {
+    let hub = Hub::start(crate::max::options()).await;
+    for mock in &hub.mocks {
+        let missing = hub
+            .http
+            .get(format!("{}/no/such/route", mock.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), 404, "{}", mock.name);
+        let body: Value = missing.json().await.expect("a JSON 404");
+        assert_eq!(body["error"], "not_found", "{}", mock.name);
+        let not_json = hub
+            .http
+            .post(format!("{}/_mock/faults", mock.url))
+            .body("down")
+            .send()
+            .await
+            .unwrap();
+        assert!(not_json.status().is_client_error(), "{}", mock.name);
+        let body: Value = not_json.json().await.expect("a JSON refusal");
+        assert!(
+            body["error"].is_string() && body["message"].is_string(),
+            "{body}"
+        );
+        let wrong_method = hub
+            .http
+            .put(format!("{}/_mock/faults", mock.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong_method.status(), 405);
+        let body: Value = wrong_method.json().await.expect("a JSON 405");
+        assert_eq!(body["error"], "method_not_allowed");
+    }
+    hub.stop().await;
+}
