@@ -97,6 +97,8 @@ impl Wallet {
             otel.name = format!("casino {op:?}"),
             otel.kind = "server",
             messaging.system = "nats",
+            messaging.destination.name = %request.message.subject,
+            messaging.operation.type = "process",
             casino.user_id = tracing::field::Empty,
             casino.external_transaction_id = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,

@@ -66,6 +66,8 @@ impl Max {
             otel.name = format!("max {endpoint:?}"),
             otel.kind = "server",
             messaging.system = "nats",
+            messaging.destination.name = %request.message.subject,
+            messaging.operation.type = "process",
         );
         crate::telemetry::continue_from_nats(&span, request.message.headers.as_ref());
         let answer = async {

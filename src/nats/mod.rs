@@ -9,6 +9,7 @@ use anyhow::{Context as _, bail};
 use async_nats::jetstream::{self, context::PublishAckFuture};
 use async_nats::{Client, HeaderMap};
 use bytes::Bytes;
+use tracing::Instrument;
 
 /// Stream, subject and bucket names under an optional prefix, so that tests (or tenants) share a
 /// server without seeing each other: with prefix `t1`, stream `INBOUND` is `t1_INBOUND` and
@@ -203,6 +204,17 @@ impl Bus {
         headers: HeaderMap,
         payload: Bytes,
     ) -> anyhow::Result<jetstream::publish::PublishAck> {
+        // A producer span (OpenTelemetry messaging conventions): the trace headers carry it,
+        // so the consumer's span is its child and the service graph shows the hop via NATS.
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = format!("publish {subject}"),
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.destination.name = subject,
+            messaging.operation.type = "publish",
+            messaging.operation.name = "publish",
+        );
         let stored = async {
             self.start_publish(subject, msg_id, headers, payload)
                 .await?
@@ -210,7 +222,8 @@ impl Bus {
                 .with_context(|| {
                     Unavailable(format!("JetStream did not store the message on {subject}"))
                 })
-        };
+        }
+        .instrument(span);
         match tokio::time::timeout(self.publish_timeout, stored).await {
             Ok(result) => result,
             Err(_) => Err(anyhow::Error::new(Unavailable(format!(

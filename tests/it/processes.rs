@@ -208,10 +208,15 @@ async fn one_trace_runs_from_the_ingress_through_nats_to_the_partner_call() {
             .cloned()
             .collect();
         let kinds: Vec<i32> = trace.iter().map(|(_, s)| s.kind).collect();
-        [SpanKind::Server, SpanKind::Consumer, SpanKind::Client]
-            .iter()
-            .all(|k| kinds.contains(&(*k as i32)))
-            .then_some(trace)
+        [
+            SpanKind::Server,
+            SpanKind::Producer,
+            SpanKind::Consumer,
+            SpanKind::Client,
+        ]
+        .iter()
+        .all(|k| kinds.contains(&(*k as i32)))
+        .then_some(trace)
     })
     .await;
 
@@ -238,6 +243,37 @@ async fn one_trace_runs_from_the_ingress_through_nats_to_the_partner_call() {
         "{consume_service}"
     );
     assert_eq!(stage.kind, SpanKind::Consumer as i32);
+    // The hop through NATS, in the messaging conventions: ingress producer → consumer.
+    let (publisher, publish) = find("publish in.wallet.debit");
+    assert!(publisher.contains("ihub-ingress"), "{publisher}");
+    assert_eq!(publish.kind, SpanKind::Producer as i32);
+    assert_eq!(
+        stage.parent_span_id, publish.span_id,
+        "the stage continues the publish"
+    );
+    let attribute = |span: &Span, key: &str| {
+        span.attributes
+            .iter()
+            .find(|a| a.key == key)
+            .and_then(|a| a.value.as_ref())
+            .and_then(|v| match &v.value {
+                Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s)) => {
+                    Some(s.clone())
+                }
+                _ => None,
+            })
+    };
+    for (span, operation) in [(publish, "publish"), (stage, "process")] {
+        assert_eq!(attribute(span, "messaging.system").as_deref(), Some("nats"));
+        assert_eq!(
+            attribute(span, "messaging.destination.name").as_deref(),
+            Some("in.wallet.debit")
+        );
+        assert_eq!(
+            attribute(span, "messaging.operation.type").as_deref(),
+            Some(operation)
+        );
+    }
     let (_, delivery) = find("deliver-operator out.operator.withdraw");
     let (_, call) = find("POST operator");
     assert_eq!(call.kind, SpanKind::Client as i32);
