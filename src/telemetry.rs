@@ -127,8 +127,12 @@ pub fn trace_uuid(span: &tracing::Span) -> uuid::Uuid {
     }
 }
 
-/// Adds the current span's `traceparent` to NATS headers.
+/// Adds the current span's `traceparent` to NATS headers, unless they carry one already.
 pub fn inject_nats(headers: &mut async_nats::HeaderMap) {
+    // A message that already carries a trace keeps it (a dead letter keeps its original's).
+    if headers.get(TRACEPARENT).is_some() {
+        return;
+    }
     struct NatsInjector<'a>(&'a mut async_nats::HeaderMap);
     impl Injector for NatsInjector<'_> {
         fn set(&mut self, key: &str, value: String) {
