@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod mocks;
 pub mod money;
 pub mod nats;
+pub mod openapi;
 pub mod ratelimit;
 pub mod report;
 pub mod runtime;

@@ -24,6 +24,11 @@ impl Schema {
         }
     }
 
+    /// The schema file's text.
+    pub fn text(&self) -> &'static str {
+        self.text
+    }
+
     /// Compiles the schema (once). A schema file that does not compile is a bug in ihub, and
     /// a test compiles them all.
     pub fn validator(&self) -> &jsonschema::Validator {

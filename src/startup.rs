@@ -126,10 +126,19 @@ pub async fn ingress(
     ));
     tasks.spawn(server::serve(
         listener,
-        ingress::router(&ctx, routes),
+        ingress::router(&ctx, routes, contract(integrations)),
         shutdown,
     ));
     Ok(url)
+}
+
+/// The OpenAPI document of the ingress serving `integrations`.
+pub fn contract(integrations: &[&'static Integration]) -> serde_json::Value {
+    let apis: Vec<(&str, &crate::openapi::Api)> = integrations
+        .iter()
+        .map(|i| (i.name, i.ingress.api))
+        .collect();
+    crate::openapi::document(&apis)
 }
 
 /// Starts `consumers`: each has bound its durable and is pulling when this returns.

@@ -33,6 +33,8 @@ use crate::schemas::Schema;
 
 /// An integration's routes: the secrets they need and how to build them.
 pub struct Ingress {
+    /// Its contract: the routes, their security and bodies (`GET /openapi.json`).
+    pub api: &'static crate::openapi::Api,
     /// Checked, with those of every other part a process runs, before anything connects.
     pub secrets: &'static [&'static SecretVar],
     /// Builds the routes, with their state applied.
@@ -60,7 +62,7 @@ impl Context {
 /// `/health`, `/ready` and the integrations' `routes`. While NATS is known to be down, calls
 /// that would publish (every method but GET and HEAD) are refused at once with 503 and
 /// `Retry-After` instead of waiting out `PUBLISH_TIMEOUT_MS`.
-pub fn router(ctx: &Context, routes: Vec<Router>) -> Router {
+pub fn router(ctx: &Context, routes: Vec<Router>, contract: Value) -> Router {
     let ready = Router::new()
         .route("/ready", get(ready))
         .with_state((ctx.bus.clone(), ctx.db.clone()));
@@ -73,6 +75,7 @@ pub fn router(ctx: &Context, routes: Vec<Router>) -> Router {
             refuse_while_nats_is_down,
         ))
         .route("/health", get(health))
+        .route("/openapi.json", get(move || async move { Json(contract) }))
         .merge(ready)
         .merge(crate::metrics::router())
         .route_layer(axum::middleware::from_fn(crate::metrics::http_requests))

@@ -10,6 +10,7 @@ mod casino;
 mod chaos;
 mod cluster;
 mod compose;
+mod contract;
 mod hardening;
 mod max;
 mod max_adapters;

@@ -8,6 +8,7 @@
 //! The casino's front end → `POST /casino/launchGame`, `/casino/simulateRound` (bearer
 //! `CASINO_API_TOKEN`) → the service → the provider (`x-provider-signature`).
 
+pub mod api;
 pub mod bench;
 pub mod config;
 pub mod domain;
@@ -45,6 +46,7 @@ pub static INTEGRATION: Integration = Integration {
     name: "casino",
     dev_defaults: &[("CASINO_PLAYERS_JSON", DEMO_PLAYERS)],
     ingress: Ingress {
+        api: &api::API,
         secrets: &[
             &config::CASINO_SECRET,
             &config::CASINO_API_TOKEN,

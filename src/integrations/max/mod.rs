@@ -8,6 +8,7 @@
 //! The transaction webhook invalidates the cache and pushes `transaction.updated` to the
 //! agents' WebSockets.
 
+pub mod api;
 pub mod adapter;
 pub mod bench;
 pub mod cache;
@@ -49,6 +50,7 @@ pub static INTEGRATION: Integration = Integration {
     name: "max",
     dev_defaults: &[],
     ingress: Ingress {
+        api: &api::API,
         secrets: &[&config::MAX_API_TOKEN, &config::MAX_WEBHOOK_SECRET],
         routes: ingress_routes,
     },

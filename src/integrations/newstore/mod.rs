@@ -5,6 +5,7 @@
 //! delivered) → `out.hail.transaction` → `deliver-hail` (Hail; a delivered sale releases what
 //! was parked for its order).
 
+pub mod api;
 pub mod bench;
 pub mod client;
 pub mod config;
@@ -43,6 +44,7 @@ pub static INTEGRATION: Integration = Integration {
     name: "newstore",
     dev_defaults: &[("NEWSTORE_SIMULATE", "1")],
     ingress: Ingress {
+        api: &api::API,
         secrets: &[
             &config::NEWSTORE_WEBHOOK,
             &config::HAIL_API_KEY,

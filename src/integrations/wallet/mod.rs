@@ -5,6 +5,7 @@
 //! The operator's callbacks come in on `POST /webhooks/incoming`; `GET /reconciliation_data`
 //! compares what both partners say.
 
+pub mod api;
 pub mod bench;
 pub mod client;
 pub mod config;
@@ -39,6 +40,7 @@ pub static INTEGRATION: Integration = Integration {
     name: "wallet",
     dev_defaults: &[],
     ingress: Ingress {
+        api: &api::API,
         secrets: &[&config::WALLET_HMAC, &config::RECONCILIATION_TOKEN],
         routes: ingress_routes,
     },

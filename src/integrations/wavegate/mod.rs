@@ -6,6 +6,7 @@
 //! `deliver-ota-callback` (the partner's `callback_url`). Refused calls go to
 //! `in.wavegate.auth_refused`; partners read their orders back with `GET /orders`.
 
+pub mod api;
 mod auth;
 pub mod config;
 pub mod domain;
@@ -53,6 +54,7 @@ pub static INTEGRATION: Integration = Integration {
         ("ALLOWED_CALLBACK_PORTS", "*"),
     ],
     ingress: Ingress {
+        api: &api::API,
         secrets: &[&config::APP_HMAC, &config::ADMIN_TOKEN],
         routes: ingress_routes,
     },
