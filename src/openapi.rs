@@ -14,6 +14,17 @@ use crate::schemas::Schema;
 pub struct Api {
     pub routes: &'static [Route],
     pub security: &'static [Scheme],
+    /// What a success answers that another route takes (schemathesis follows them).
+    pub links: &'static [Link],
+}
+
+/// A success of `from` gives `to` its parameters: `(name, runtime expression)`, e.g.
+/// `("id", "$response.body#/id")`.
+pub struct Link {
+    pub from: (Method, &'static str),
+    pub status: u16,
+    pub to: (Method, &'static str),
+    pub parameters: &'static [(&'static str, &'static str)],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,7 +165,12 @@ pub const CORE: Api = Api {
         },
     ],
     security: &[],
+    links: &[],
 };
+
+fn operation_id(method: Method, path: &str) -> String {
+    format!("{}{}", method.as_str(), path.replace(['/', '{', '}'], "_"))
+}
 
 /// The path parameters of `path` (`{id}`).
 fn path_params(path: &str) -> Vec<&str> {
@@ -217,7 +233,7 @@ fn operation(route: &Route, tag: &str) -> Value {
     );
     let mut op = json!({
         "summary": route.summary,
-        "operationId": format!("{}{}", route.method.as_str(), route.path.replace(['/', '{', '}'], "_")),
+        "operationId": operation_id(route.method, route.path),
         "tags": [tag],
         "parameters": parameters,
         "responses": responses,
@@ -284,6 +300,25 @@ pub fn document(apis: &[(&str, &Api)]) -> Value {
                 }
             };
             schemes.insert(scheme.name.to_string(), value);
+        }
+    }
+    for (_, api) in apis {
+        for link in api.links {
+            let (method, path) = link.from;
+            let response = &mut paths[path][method.as_str()]["responses"][link.status.to_string()];
+            assert!(
+                response.is_object(),
+                "a link from an undocumented answer: {path} {}",
+                link.status
+            );
+            let parameters: Map<String, Value> = link
+                .parameters
+                .iter()
+                .map(|(name, expression)| (name.to_string(), json!(expression)))
+                .collect();
+            let (to_method, to_path) = link.to;
+            let name = operation_id(to_method, to_path);
+            response["links"][&name] = json!({"operationId": name, "parameters": parameters});
         }
     }
     json!({

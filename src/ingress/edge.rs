@@ -151,6 +151,37 @@ fn refuse_text(text: &str, pointer: &str, refused: fn(char) -> bool) -> Result<(
     }
 }
 
+/// A control character percent-encoded in the path or query (`%00`, `%0A`, …) names nothing
+/// the hub holds, and a NUL would reach Postgres, which refuses it: 400 `invalid_url` before
+/// any route sees it.
+pub async fn refuse_control_characters_in_url(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let uri = request.uri();
+    let text = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    if let Some(byte) = encoded_control(text) {
+        return ApiError::bad_request(
+            "invalid_url",
+            format!("the URL holds %{byte:02X}, a control character the hub does not accept"),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// The first control character (U+0000–U+001F, U+007F) percent-encoded in `text`.
+fn encoded_control(text: &str) -> Option<u8> {
+    let bytes = text.as_bytes();
+    bytes.windows(3).find_map(|w| {
+        if w[0] != b'%' {
+            return None;
+        }
+        let byte = u8::from_str_radix(std::str::from_utf8(&w[1..]).ok()?, 16).ok()?;
+        (byte < 0x20 || byte == 0x7f).then_some(byte)
+    })
+}
+
 /// The answer for a path no route serves.
 pub async fn not_found() -> Response {
     ApiError::not_found("no such route; the README lists the hub's routes").into_response()
@@ -204,6 +235,15 @@ pub async fn json_errors(response: Response) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_control_characters_are_found() {
+        assert_eq!(encoded_control("/casino/ledger?userId=mr%00jl"), Some(0));
+        assert_eq!(encoded_control("/orders/%0a"), Some(0x0a));
+        assert_eq!(encoded_control("/x?y=%7F"), Some(0x7f));
+        assert_eq!(encoded_control("/x?y=%20%C3%A9%25"), None);
+        assert_eq!(encoded_control("/x?y=%2"), None);
+    }
     use proptest::prelude::*;
 
     fn refusal(body: &str) -> (&'static str, String) {

@@ -80,6 +80,9 @@ pub fn router(ctx: &Context, routes: Vec<Router>, contract: Value) -> Router {
         .merge(crate::metrics::router())
         .route_layer(axum::middleware::from_fn(crate::metrics::http_requests))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(
+            edge::refuse_control_characters_in_url,
+        ))
         .fallback(edge::not_found)
         .layer(axum::middleware::map_response(edge::json_errors))
 }

@@ -82,4 +82,5 @@ pub const API: Api = Api {
             description: "ADMIN_TOKEN",
         },
     ],
+    links: &[],
 };

@@ -1,7 +1,7 @@
 //! MAX's contract (see [`crate::openapi`]).
 
 use super::schemas;
-use crate::openapi::{Api, At, Body, Content, Method, OK_JSON, Param, Route, Scheme, SchemeKind, Success};
+use crate::openapi::{Api, At, Body, Content, Link, Method, OK_JSON, Param, Route, Scheme, SchemeKind, Success};
 
 const MAX: &[&str] = &["maxToken"];
 
@@ -173,6 +173,38 @@ pub const API: Api = Api {
             name: "maxSignature",
             kind: SchemeKind::Header("X-MAX-Signature"),
             description: "hex HMAC-SHA256(MAX_WEBHOOK_SECRET, raw body)",
+        },
+    ],
+    links: &[
+        Link {
+            from: (Method::Post, "/max/tickets"),
+            status: 201,
+            to: (Method::Get, "/max/tickets/{id}"),
+            parameters: &[("id", "$response.body#/ticket_id")],
+        },
+        Link {
+            from: (Method::Post, "/max/tickets"),
+            status: 201,
+            to: (Method::Post, "/max/tickets/{id}/comments"),
+            parameters: &[("id", "$response.body#/ticket_id")],
+        },
+        Link {
+            from: (Method::Post, "/max/tickets"),
+            status: 201,
+            to: (Method::Get, "/max/operations/{id}"),
+            parameters: &[("id", "$response.body#/operation_id")],
+        },
+        Link {
+            from: (Method::Post, "/max/transactions/drafts"),
+            status: 201,
+            to: (Method::Post, "/max/transactions/drafts/{id}/commit"),
+            parameters: &[("id", "$response.body#/draft_id")],
+        },
+        Link {
+            from: (Method::Post, "/max/transactions/drafts"),
+            status: 201,
+            to: (Method::Post, "/max/transactions/drafts/{id}/cancel"),
+            parameters: &[("id", "$response.body#/draft_id")],
         },
     ],
 };

@@ -77,4 +77,5 @@ pub const API: Api = Api {
             description: "ADMIN_TOKEN",
         },
     ],
+    links: &[],
 };

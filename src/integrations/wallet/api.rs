@@ -108,4 +108,5 @@ pub const API: Api = Api {
             description: "RECONCILIATION_TOKEN",
         },
     ],
+    links: &[],
 };

@@ -1,7 +1,7 @@
 //! WaveGate's contract (see [`crate::openapi`]).
 
 use super::schemas;
-use crate::openapi::{Api, At, Body, Content, Method, OK_JSON, Param, Route, Scheme, SchemeKind, Success};
+use crate::openapi::{Api, At, Body, Content, Link, Method, OK_JSON, Param, Route, Scheme, SchemeKind, Success};
 
 const PARTNER: &[&str] = &["partnerId", "partnerToken"];
 
@@ -118,4 +118,10 @@ pub const API: Api = Api {
             description: "ADMIN_TOKEN",
         },
     ],
+    links: &[Link {
+        from: (Method::Post, "/orders"),
+        status: 201,
+        to: (Method::Get, "/orders/{id}"),
+        parameters: &[("id", "$response.body#/id")],
+    }],
 };
