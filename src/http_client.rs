@@ -121,6 +121,8 @@ pub async fn send(target: &str, request: reqwest::RequestBuilder) -> Response {
         otel.kind = "client",
         http.request.method = %request.method(),
         url.full = %request.url(),
+        server.address = request.url().host_str().unwrap_or_default(),
+        server.port = request.url().port_or_known_default().unwrap_or_default(),
         peer.service = target,
         http.response.status_code = tracing::field::Empty,
     );

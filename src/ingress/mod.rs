@@ -149,6 +149,7 @@ macro_rules! server_span {
             otel.kind = "server",
             http.request.method = $method,
             http.route = $route,
+            url.scheme = "http",
             http.response.status_code = ::tracing::field::Empty,
             $($field = ::tracing::field::Empty,)*
         )
