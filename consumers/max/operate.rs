@@ -82,7 +82,9 @@ impl Operate {
             return Ok(());
         }
         let adapters = self.adapters().await?;
-        let outcome = adapters.call(&write.operation, conversation).await?;
+        let outcome = adapters
+            .call(&write.operation, conversation, Some(&id.to_string()))
+            .await?;
         let mut answer = Answer::of(&outcome, write.operation.adapter());
         if let Value::Object(body) = &mut answer.body {
             body.insert("operation_id".into(), json!(id));

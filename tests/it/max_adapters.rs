@@ -884,3 +884,46 @@ async fn two_processes_share_the_token_and_no_secret_is_written_anywhere() {
     assert!(first.terminate().await && second.terminate().await && ingress.terminate().await);
     hub.stop().await;
 }
+
+/// A write's command redelivered after its process died mid-call runs again, with the same
+/// `Idempotency-Key` (its operation id): the partner files one ticket.
+#[tokio::test]
+async fn a_write_run_twice_files_one_ticket() {
+    use ihub::integrations::max::adapter::{Adapters, Outcome};
+    use ihub::integrations::max::config::AdapterConfig;
+    use ihub::integrations::max::operations::Operation;
+    let hub = Hub::start(options()).await;
+    let adapters = Adapters::new(
+        AdapterConfig::from_env(&hub.cfg.env).unwrap(),
+        &hub.bus,
+        hub.db.clone(),
+        hub.http.clone(),
+    )
+    .await
+    .unwrap();
+    let ticket = Operation::CreateTicket {
+        customer_id: "CUST-1".into(),
+        subject: "Twice".into(),
+        description: "a crash between the call and its record".into(),
+        priority: "normal".into(),
+    };
+    let operation_id = uuid::Uuid::now_v7().to_string();
+    let first = adapters
+        .call(&ticket, None, Some(&operation_id))
+        .await
+        .unwrap();
+    let again = adapters
+        .call(&ticket, None, Some(&operation_id))
+        .await
+        .unwrap();
+    let Outcome::Answered { status: 201, body } = &first else {
+        panic!("{first:?}");
+    };
+    assert_eq!(first, again, "the same answer");
+    assert_eq!(hub.mock::<TicketingMock>().tickets(), 1, "{body}");
+    // Another operation is another ticket.
+    let other = uuid::Uuid::now_v7().to_string();
+    adapters.call(&ticket, None, Some(&other)).await.unwrap();
+    assert_eq!(hub.mock::<TicketingMock>().tickets(), 2);
+    hub.stop().await;
+}

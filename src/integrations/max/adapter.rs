@@ -160,7 +160,16 @@ impl Adapters {
     /// Runs `operation` through its adapter. `Err` only when the hub's own NATS or Postgres
     /// fails (the caller holds the work and tries again); the partner's failures are in the
     /// outcome.
-    pub async fn call(&self, operation: &Operation, conversation_id: Option<&str>) -> anyhow::Result<Outcome> {
+    ///
+    /// A write passes `idempotency_key` (its operation id): every attempt, and a redelivery of
+    /// the command after a crash, sends the partner the same `Idempotency-Key`, so a partner
+    /// that honours it acts once (a commit sends MAX's own key instead).
+    pub async fn call(
+        &self,
+        operation: &Operation,
+        conversation_id: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> anyhow::Result<Outcome> {
         let adapter = operation.adapter();
         let span = tracing::info_span!(
             "adapter",
@@ -171,7 +180,7 @@ impl Adapters {
         );
         async move {
             let started = Instant::now();
-            let outcome = self.attempts(operation, conversation_id).await?;
+            let outcome = self.attempts(operation, conversation_id, idempotency_key).await?;
             let seconds = started.elapsed().as_secs_f64();
             crate::metrics::integration_request(adapter.name(), operation.name(), outcome.label(), seconds);
             if let Outcome::Failed { error, .. } = &outcome
@@ -188,7 +197,12 @@ impl Adapters {
         .await
     }
 
-    async fn attempts(&self, operation: &Operation, conversation_id: Option<&str>) -> anyhow::Result<Outcome> {
+    async fn attempts(
+        &self,
+        operation: &Operation,
+        conversation_id: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> anyhow::Result<Outcome> {
         let adapter = operation.adapter();
         let breaker = self.breaker(adapter);
         let schedule = retry::schedule(self.cfg.retry_base);
@@ -209,7 +223,9 @@ impl Adapters {
                     breaker: Some(state),
                 });
             }
-            let response = self.send(operation, &mut stale, std::mem::take(&mut renew)).await;
+            let response = self
+                .send(operation, idempotency_key, &mut stale, std::mem::take(&mut renew))
+                .await;
             let state = if response.verdict() == Verdict::Retry {
                 breaker.failed().await?
             } else {
@@ -269,7 +285,13 @@ impl Adapters {
     }
 
     /// One partner call, authenticated as the adapter does.
-    async fn send(&self, operation: &Operation, stale: &mut Option<Secret>, renew: bool) -> Response {
+    async fn send(
+        &self,
+        operation: &Operation,
+        idempotency_key: Option<&str>,
+        stale: &mut Option<Secret>,
+        renew: bool,
+    ) -> Response {
         let adapter = operation.adapter();
         let call = operation.call();
         let base = match adapter {
@@ -308,7 +330,7 @@ impl Adapters {
                 }
             }
         };
-        if let Some(key) = &call.idempotency_key {
+        if let Some(key) = call.idempotency_key.as_deref().or(idempotency_key) {
             request = request.header("idempotency-key", key);
         }
         if let Some(body) = body {

@@ -4,8 +4,9 @@
 //! `POST /tickets` `{subject, description, priority, custom_fields: {customer_id}}` → 201
 //! `{id: "TICKET-<n>", url, status: "open"}`; `GET /tickets/{id}` → `{id, status, assignee:
 //! {email}, updated_at}`; `POST /tickets/{id}/comments` `{body, public}` → 201 `{id}`; an
-//! unknown ticket is 404. `POST /_mock/tickets/{id}` `{status, assignee}` changes one (as an
-//! agent would); `GET /_mock/requests` lists what it received. The fault plan applies.
+//! unknown ticket is 404. A create (ticket or comment) with `Idempotency-Key` is made once per
+//! key: a repeat gets the first answer. `POST /_mock/tickets/{id}` `{status, assignee}` changes
+//! one (as an agent would); `GET /_mock/requests` lists what it received. The fault plan applies.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,8 @@ struct Ticket {
 pub struct TicketingMock {
     api_key: Secret,
     tickets: Mutex<BTreeMap<String, Ticket>>,
+    /// `Idempotency-Key` → the first answer of a create (a ticket or a comment).
+    answered: Mutex<BTreeMap<String, (StatusCode, Value)>>,
     pub log: RequestLog,
 }
 
@@ -53,6 +56,7 @@ impl TicketingMock {
             log: RequestLog::new(vec![api_key.clone()]),
             api_key,
             tickets: Mutex::new(BTreeMap::new()),
+            answered: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -67,6 +71,27 @@ impl TicketingMock {
                 .route("/_mock/requests", get(requests))
                 .route("/_mock/tickets/{id}", post(change)),
         )
+    }
+
+    /// How many tickets it holds.
+    pub fn tickets(&self) -> usize {
+        self.tickets.lock().expect("tickets").len()
+    }
+
+    /// `create` once per `Idempotency-Key` (when sent): a repeat gets the first answer.
+    fn once(&self, headers: &HeaderMap, create: impl FnOnce() -> (StatusCode, Value)) -> (StatusCode, Value) {
+        let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string) else {
+            return create();
+        };
+        let mut answered = self.answered.lock().expect("answered");
+        if let Some(first) = answered.get(&key) {
+            return first.clone();
+        }
+        let outcome = create();
+        if outcome.0.is_success() {
+            answered.insert(key, outcome.clone());
+        }
+        outcome
     }
 
     /// A ticket's status and assignee, as the system holds them.
@@ -102,7 +127,7 @@ async fn create(State(mock): State<Arc<TicketingMock>>, headers: HeaderMap, body
         unauthorized()
     } else {
         match serde_json::from_slice::<Value>(&body) {
-            Ok(request) if request["subject"].is_string() && request["description"].is_string() => {
+            Ok(request) if request["subject"].is_string() && request["description"].is_string() => mock.once(&headers, || {
                 let mut tickets = mock.tickets.lock().expect("tickets");
                 let id = format!("TICKET-{}", tickets.len() + 1);
                 tickets.insert(
@@ -117,7 +142,7 @@ async fn create(State(mock): State<Arc<TicketingMock>>, headers: HeaderMap, body
                 );
                 let url = format!("https://tickets.example.com/tickets/{id}");
                 (StatusCode::CREATED, json!({"id": id, "url": url, "status": "open"}))
-            }
+            }),
             _ => error(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_ticket",
@@ -157,17 +182,19 @@ async fn comment(
         unauthorized()
     } else {
         let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let mut tickets = mock.tickets.lock().expect("tickets");
-        match (tickets.get_mut(&id), request["body"].as_str()) {
-            (None, _) => error(StatusCode::NOT_FOUND, "not_found", format!("no ticket {id}")),
-            (Some(_), None) => error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_comment", "send {body, public}"),
-            (Some(ticket), Some(text)) => {
-                let comment_id = format!("{id}-COMMENT-{}", ticket.comments.len() + 1);
-                ticket.comments.push(json!({"id": comment_id, "body": text, "public": request["public"]}));
-                ticket.updated_at = now();
-                (StatusCode::CREATED, json!({"id": comment_id}))
+        mock.once(&headers, || {
+            let mut tickets = mock.tickets.lock().expect("tickets");
+            match (tickets.get_mut(&id), request["body"].as_str()) {
+                (None, _) => error(StatusCode::NOT_FOUND, "not_found", format!("no ticket {id}")),
+                (Some(_), None) => error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_comment", "send {body, public}"),
+                (Some(ticket), Some(text)) => {
+                    let comment_id = format!("{id}-COMMENT-{}", ticket.comments.len() + 1);
+                    ticket.comments.push(json!({"id": comment_id, "body": text, "public": request["public"]}));
+                    ticket.updated_at = now();
+                    (StatusCode::CREATED, json!({"id": comment_id}))
+                }
             }
-        }
+        })
     };
     mock.answer(Method::POST, &format!("/tickets/{id}/comments"), &body, outcome)
 }
