@@ -1,7 +1,8 @@
 //! `ihub status`: the hub at a glance, for people and (`--json`) for scripts. Readiness of
 //! NATS and Postgres; each stream (messages, bytes) and each durable on it (pending, ack
-//! pending, redelivered, last active); the DLQ's depth per consumer; every shared breaker
-//! (`breakers` bucket). What cannot be reached is reported as such, with what to do, and
+//! pending, redelivered, last active); the DLQ's depth per consumer; every breaker in the
+//! `breakers` bucket: the shared ones (MAX's adapters) and each process's own breaker of a
+//! delivery consumer, as it last reported a change. What cannot be reached is reported as such, with what to do, and
 //! the rest is still shown.
 
 use std::time::Duration;
@@ -11,7 +12,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::nats::Bus;
-use crate::runtime::shared_breaker::SharedBreaker;
+use crate::runtime::shared_breaker::{Reported, SharedBreaker};
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -20,7 +21,7 @@ pub struct Status {
     pub streams: Vec<StreamStatus>,
     /// Dead letters per consumer (`dlq.<consumer>`).
     pub dlq: Vec<(String, u64)>,
-    /// Shared breakers: (key, closed | open | half_open).
+    /// Breakers: (key, closed | open | half_open), a process's own with `since <time>`.
     pub breakers: Vec<(String, String)>,
 }
 
@@ -160,8 +161,29 @@ async fn streams(bus: &Bus, status: &mut Status) -> anyhow::Result<()> {
             let mut keys: Vec<String> = kv.keys().await?.try_collect().await?;
             keys.sort();
             for key in keys {
-                let state = SharedBreaker::state_of(&kv, &key).await?;
-                status.breakers.push((key, state.as_str().to_string()));
+                let state = if key.starts_with("consumer.") {
+                    // A process's own breaker, as it last reported it.
+                    let reported = kv
+                        .get(&key)
+                        .await?
+                        .and_then(|bytes| serde_json::from_slice::<Reported>(&bytes).ok());
+                    match reported {
+                        Some(r) => format!(
+                            "{} since {}",
+                            r.state,
+                            chrono::DateTime::from_timestamp_millis(r.at_ms)
+                                .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                                .unwrap_or_default()
+                        ),
+                        None => continue,
+                    }
+                } else {
+                    SharedBreaker::state_of(&kv, &key)
+                        .await?
+                        .as_str()
+                        .to_string()
+                };
+                status.breakers.push((key, state));
             }
         }
         status.streams.push(StreamStatus {
@@ -277,19 +299,19 @@ pub fn render(status: &Status) -> String {
         }
         let _ = writeln!(
             out,
-            "\nshared breakers:{}",
+            "\nbreakers:{}",
             if status.breakers.is_empty() {
-                " none yet"
+                " none has changed yet"
             } else {
                 ""
             }
         );
         for (key, state) in &status.breakers {
-            let _ = writeln!(out, "  {key:<24} {state}");
+            let _ = writeln!(out, "  {key:<40} {state}");
         }
         let _ = writeln!(
             out,
-            "  (the delivery consumers' breakers are per process: ihub_breaker_state on each process's /metrics)"
+            "  (consumer.<durable>.<process>: a delivery consumer's breaker in one process, as it last reported a change)"
         );
     }
     out

@@ -286,6 +286,8 @@ impl Spec {
 }
 
 struct Runner<S> {
+    /// Where this process reports its breaker's changes (`ihub status` reads them).
+    breaker_report: Option<(async_nats::jetstream::kv::Store, String)>,
     bus: Bus,
     spec: Spec,
     stage: Arc<S>,
@@ -340,7 +342,16 @@ pub async fn start<S: Stage>(
             )
         })?;
     let info = consumer.info().await?.config.clone();
+    let breaker_report = match spec.breaker {
+        Some(_) => bus
+            .kv(shared_breaker::SharedBreaker::BUCKET)
+            .await
+            .ok()
+            .map(|kv| (kv, shared_breaker::reported_key(spec.durable))),
+        None => None,
+    };
     let runner = Arc::new(Runner {
+        breaker_report,
         breaker: spec.breaker.map(|(n, open)| Breaker::new(n, open)),
         progress_every: (info.ack_wait / 3).max(Duration::from_millis(50)),
         max_deliver: u64::try_from(info.max_deliver).ok().filter(|n| *n > 0),
@@ -613,6 +624,7 @@ impl<S: Stage> Runner<S> {
         }
 
         let started = std::time::Instant::now();
+        let before = self.breaker.as_ref().map(Breaker::gauge);
         let result = self.through_outages(&delivery).await;
         if let Some(breaker) = &self.breaker {
             match &result {
@@ -623,7 +635,13 @@ impl<S: Stage> Runner<S> {
                 // A permanent answer means the partner is up, whatever it said.
                 _ => breaker.succeeded(),
             }
-            crate::metrics::target_breaker(self.spec.durable, breaker.gauge());
+            let now = breaker.gauge();
+            crate::metrics::target_breaker(self.spec.durable, now);
+            if before != Some(now)
+                && let Some((kv, key)) = &self.breaker_report
+            {
+                shared_breaker::report(kv, key, now).await;
+            }
         }
         let fate = fate(
             &result,

@@ -228,6 +228,54 @@ impl SharedBreaker {
     }
 }
 
+/// What a process reports of its own (in-memory) breaker of a delivery consumer, under
+/// [`reported_key`], each time its state changes: what `ihub status` shows of them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Reported {
+    /// `closed`, `open` or `half_open`.
+    pub state: String,
+    /// Unix ms of the change.
+    pub at_ms: i64,
+}
+
+/// Where this process reports its breaker of `consumer`: `consumer.<consumer>.<host>-<pid>`.
+pub fn reported_key(consumer: &str) -> String {
+    let host =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "host".into());
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("consumer.{consumer}.{host}-{}", std::process::id())
+}
+
+/// Stores `state` (from [`crate::runtime::Breaker::gauge`]) under `key`; a failure is only
+/// logged (the breaker works without its report).
+pub async fn report(kv: &kv::Store, key: &str, gauge: f64) {
+    let state = match gauge {
+        g if g >= 2.0 => State::Open,
+        g if g >= 1.0 => State::HalfOpen,
+        _ => State::Closed,
+    };
+    let reported = Reported {
+        state: state.as_str().to_string(),
+        at_ms: now_ms(),
+    };
+    let Ok(value) = serde_json::to_vec(&reported) else {
+        return;
+    };
+    if let Err(err) = kv.put(key, value.into()).await {
+        tracing::debug!(%err, key, "could not report the breaker's state");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -235,7 +235,7 @@ async fn status_shows_readiness_streams_durables_dead_letters_and_breakers() {
         "Postgres  ready",
         "operate-max",
         "dead letters: 3",
-        "test.down                open",
+        "test.down",
     ] {
         assert!(text.contains(shown), "{shown} in\n{text}");
     }

@@ -936,3 +936,47 @@ async fn metrics_move_with_the_traffic() {
     assert!(!after.contains(&id) && !after.contains("metrics-key") && !after.contains(ACME.1));
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn a_consumers_breaker_reports_its_changes_for_ihub_status() {
+    let hub = Hub::start(options().with(vec![
+        ("BREAKER_FAILURES", "1".into()),
+        ("BREAKER_OPEN_MS", "200".into()),
+    ]))
+    .await;
+    hub.ticketing().faults.fail_next(1, 500);
+    let accepted = hub
+        .post_order(
+            ACME,
+            None,
+            &order("EXT-BREAKER", &hub.callback_url("breaker")),
+            &[],
+        )
+        .await;
+    hub.wait_for_status(&id_of(&accepted), "ota_callback_delivered")
+        .await;
+    // Opened by the failure, closed by the retry that got through: both reported.
+    let (ok, out, err) =
+        crate::support::process::Ihub::run_full(&["status", "--json"], &hub.env()).await;
+    assert!(ok, "{err}");
+    let status: Value = serde_json::from_str(out.trim()).unwrap();
+    let reported: Vec<&Value> = status["breakers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| {
+            b[0].as_str()
+                .unwrap()
+                .starts_with("consumer.deliver-ticketing.")
+        })
+        .collect();
+    assert_eq!(reported.len(), 1, "{status}");
+    assert!(
+        reported[0][1]
+            .as_str()
+            .unwrap()
+            .starts_with("closed since "),
+        "{status}"
+    );
+    hub.stop().await;
+}
