@@ -566,7 +566,7 @@ async fn the_retry_table_runs_through_the_adapter_and_every_call_is_audited() {
 
 #[tokio::test]
 async fn the_breaker_opens_fails_fast_half_opens_and_closes_and_the_supervisor_hears_once() {
-    let hub = Hub::start(options().with(vec![("MAX_BREAKER_OPEN_MS", "1500".into())])).await;
+    let hub = Hub::start(options().with(vec![("MAX_BREAKER_OPEN_MS", "3000".into())])).await;
     let ticketing = hub.mock::<TicketingMock>();
     ticketing.faults.down();
 
