@@ -3,7 +3,7 @@
 //!
 //! | part | subjects | does |
 //! | --- | --- | --- |
-//! | durable `operate-max` | `in.max.write` | runs a write through its adapter, records it in `max_operations`, tells the waiting ingress (`max.outcome.<id>`); a failed write is dead-lettered and the supervisor told |
+//! | durable `operate-max` | `in.max.write` | runs a write through its adapter (one call per delivery, redelivered on MAX's retry table), records it in `max_operations`, tells the waiting ingress (`max.outcome.<id>`); a failed write is dead-lettered and the supervisor told |
 //! | durable `operate-max` | `in.max.transaction_updated` | invalidates the transaction's cache entries, pushes `transaction.updated` to the agents of the conversations about it (`max.push.<agent>`) |
 //! | service `ihub-max` | `svc.max.read`, `svc.max.conversation` (queue group `q`) | runs a read the cache missed and caches its answer; registers a conversation |
 //!
@@ -12,16 +12,21 @@
 mod operate;
 mod service;
 
-use crate::integrations::max::config::ADAPTER_SECRETS;
+use crate::integrations::max::config::{ADAPTER_SECRETS, AdapterConfig};
+use crate::integrations::max::retry;
 use crate::runtime::service::Service;
-use crate::runtime::{Consumer, Schedule, Worker};
+use crate::runtime::{Consumer, Worker};
 
 pub const ALL: &[Consumer] = &[Consumer {
     file: crate::consumer_file!("INBOUND", "operate-max"),
     secrets: ADAPTER_SECRETS,
-    // The adapters keep their own breakers and retry table: the runtime retries only what the
-    // hub itself could not do (NATS or Postgres down).
-    start: |ctx| Ok(Worker::new(ctx.spec(Schedule::STAGE).without_breaker(), operate::Operate::new(ctx)?)),
+    // The runtime redelivers a write on MAX's retry table; the breaker is the adapter's, shared
+    // by every process, so the runtime's own per-process one is off.
+    start: |ctx| {
+        let cfg = AdapterConfig::from_env(ctx.env())?;
+        let spec = ctx.spec(retry::schedule(cfg.retry_base)).without_breaker();
+        Ok(Worker::new(spec, operate::Operate::new(ctx, cfg)))
+    },
 }];
 
 pub const SERVICE: Service = Service {

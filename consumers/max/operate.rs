@@ -1,11 +1,13 @@
 //! `operate-max` (INBOUND, `in.max.>`): MAX's writes and the transaction updates.
 //!
 //! A write is recorded pending in `max_operations` (a redelivery of one that succeeded or was
-//! refused only tells its outcome again; a failed one replayed from the DLQ runs again), run
-//! through its adapter (retry table, breaker, audit), recorded with
-//! its answer, and told to the ingress waiting on `max.outcome.<id>`. A write that failed
-//! (the partner kept failing, or the breaker is open) is answered 502/503, dead-lettered with
-//! its payload and error (`ihub dlq replay` runs it again), and the supervisor is told.
+//! refused only tells its outcome again; a failed one replayed from the DLQ runs again). Each
+//! delivery makes one partner call through its adapter (breaker, audit); a timeout, 5xx or 429
+//! goes back to the runtime, which redelivers it after MAX's retry table's pause (2, 4, 8 s).
+//! The outcome is recorded with its answer and told to the ingress waiting on
+//! `max.outcome.<id>`. A write that failed (the partner kept failing, or the breaker is open)
+//! is answered 502/503, dead-lettered with its payload and error (`ihub dlq replay` runs it
+//! again), and the supervisor is told.
 //!
 //! A transaction update deletes the transaction's cached status and its customer's cached
 //! histories, then pushes `{"event": "transaction.updated", "conversation_id", "data"}` to
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use crate::integrations::max::adapter::{Adapters, Outcome};
+use crate::integrations::max::adapter::{Adapters, Outcome, Progress, Step};
 use crate::integrations::max::cache::Cache;
 use crate::integrations::max::config::AdapterConfig;
 use crate::integrations::max::messages::{Answer, Write};
@@ -33,13 +35,13 @@ pub struct Operate {
 }
 
 impl Operate {
-    pub fn new(ctx: &Context) -> anyhow::Result<Self> {
-        Ok(Self {
-            cfg: AdapterConfig::from_env(ctx.env())?,
+    pub fn new(ctx: &Context, cfg: AdapterConfig) -> Self {
+        Self {
+            cfg,
             ctx: ctx.clone(),
             adapters: OnceCell::new(),
             cache: OnceCell::new(),
-        })
+        }
     }
 
     async fn adapters(&self) -> anyhow::Result<&Arc<Adapters>> {
@@ -65,12 +67,14 @@ impl Operate {
         }
     }
 
+    /// One delivery of a write: one partner call (two after a 401). A failure worth another
+    /// try goes back to the runtime, which redelivers it on MAX's retry table; an outcome is
+    /// recorded and told.
     async fn write(&self, delivery: &Delivery) -> StageResult {
         let write: Write = delivery.json()?;
-        let db = &self.ctx.db;
         let id = write.operation_id;
         let conversation = write.conversation_id.as_deref();
-        let row = store::begin(db, id, &write.operation, conversation).await?;
+        let row = store::begin(&self.ctx.db, id, &write.operation, conversation).await?;
         // Ended, and told again to whoever waits; a failed one is here again only because an
         // operator replayed it from the DLQ: it runs again.
         if row.state == "succeeded" || row.state == "refused" {
@@ -82,19 +86,39 @@ impl Operate {
             return Ok(());
         }
         let adapters = self.adapters().await?;
-        let outcome = adapters
-            .call(&write.operation, conversation, Some(&id.to_string()))
-            .await?;
-        let mut answer = Answer::of(&outcome, write.operation.adapter());
+        let attempt = u32::try_from(delivery.delivered).unwrap_or(u32::MAX);
+        let key = id.to_string();
+        let mut progress = Progress::default();
+        let outcome = loop {
+            match adapters
+                .step(&write.operation, conversation, Some(&key), attempt, &mut progress)
+                .await?
+            {
+                Step::Ended(outcome) => break outcome,
+                Step::Reauthenticate => continue,
+                Step::Retry {
+                    error, retry_after, ..
+                } => return Err(Failure::Retry { error, retry_after }),
+            }
+        };
+        self.end(&write, &outcome).await
+    }
+
+    /// Records `outcome` in `max_operations` and the idempotency record, tells the waiting
+    /// ingress, and (through the adapters) the metrics and the supervisor. A failure is
+    /// permanent: the runtime dead-letters the command.
+    async fn end(&self, write: &Write, outcome: &Outcome) -> StageResult {
+        let id = write.operation_id;
+        let mut answer = Answer::of(outcome, write.operation.adapter());
         if let Value::Object(body) = &mut answer.body {
             body.insert("operation_id".into(), json!(id));
         }
-        let (ended, error) = match &outcome {
+        let (ended, error) = match outcome {
             Outcome::Answered { status, .. } if *status < 300 => (Ended::Succeeded, None),
             Outcome::Answered { .. } => (Ended::Refused, None),
             Outcome::Failed { error, .. } => (Ended::Failed, Some(error.clone())),
         };
-        store::end(db, id, ended, answer.status, &answer.body, error.as_deref()).await?;
+        store::end(&self.ctx.db, id, ended, answer.status, &answer.body, error.as_deref()).await?;
         if let Some(key) = &write.idempotency_record {
             let idempotency = &self.ctx.idempotency;
             if ended == Ended::Failed {
@@ -111,7 +135,20 @@ impl Operate {
                 idempotency.complete(key, &record).await?;
             }
         }
-        self.tell(&write, &answer).await;
+        self.tell(write, &answer).await;
+        // Since the write was accepted (its id is a UUIDv7): retries and queueing included.
+        let accepted_ms = id
+            .get_timestamp()
+            .map(|ts| {
+                let (secs, nanos) = ts.to_unix();
+                i64::try_from(secs).unwrap_or(0) * 1000 + i64::from(nanos / 1_000_000)
+            })
+            .unwrap_or_default();
+        let took = u64::try_from(chrono::Utc::now().timestamp_millis() - accepted_ms).unwrap_or(0);
+        self.adapters()
+            .await?
+            .ended(&write.operation, outcome, std::time::Duration::from_millis(took))
+            .await;
         match error {
             Some(error) => Err(Failure::permanent(error)),
             None => Ok(()),
@@ -160,5 +197,30 @@ impl Stage for Operate {
             subjects::TRANSACTION_UPDATED => self.transaction_updated(delivery).await,
             other => Err(Failure::permanent(format!("operate-max does not handle {other}"))),
         }
+    }
+
+    /// A write out of attempts (or that failed for good) is recorded and told, unless its
+    /// failure already was.
+    async fn dead_lettered(&self, delivery: &Delivery, error: &str) -> anyhow::Result<()> {
+        if delivery.subject() != subjects::WRITE {
+            return Ok(());
+        }
+        let Ok(write) = delivery.json::<Write>() else {
+            return Ok(());
+        };
+        let pending = store::find(&self.ctx.db, write.operation_id)
+            .await?
+            .is_none_or(|row| row.state == "pending");
+        if pending {
+            let failed = Outcome::Failed {
+                error: error.to_string(),
+                breaker: None,
+            };
+            // Its Err is the permanent failure being dead-lettered now.
+            if let Err(Failure::Outage { error }) = self.end(&write, &failed).await {
+                anyhow::bail!(error);
+            }
+        }
+        Ok(())
     }
 }

@@ -94,7 +94,7 @@ impl Max {
     async fn read(&self, payload: &[u8]) -> anyhow::Result<Answer> {
         let read: Read = serde_json::from_slice(payload).context("a read that does not parse")?;
         let operation = &read.operation;
-        let outcome = self.adapters.call(operation, read.conversation_id.as_deref(), None).await?;
+        let outcome = self.adapters.call(operation, read.conversation_id.as_deref()).await?;
         if let (Outcome::Answered { status: 200..=299, body }, Some((key, ttl))) =
             (&outcome, operation.cached(self.adapters.config().cache_ttl))
         {

@@ -889,7 +889,7 @@ async fn two_processes_share_the_token_and_no_secret_is_written_anywhere() {
 /// `Idempotency-Key` (its operation id): the partner files one ticket.
 #[tokio::test]
 async fn a_write_run_twice_files_one_ticket() {
-    use ihub::integrations::max::adapter::{Adapters, Outcome};
+    use ihub::integrations::max::adapter::{Adapters, Outcome, Progress, Step};
     use ihub::integrations::max::config::AdapterConfig;
     use ihub::integrations::max::operations::Operation;
     let hub = Hub::start(options()).await;
@@ -907,23 +907,31 @@ async fn a_write_run_twice_files_one_ticket() {
         description: "a crash between the call and its record".into(),
         priority: "normal".into(),
     };
+    // One delivery of the write's command: its partner call.
+    let deliver = |key: String| {
+        let (adapters, ticket) = (&adapters, &ticket);
+        async move {
+            let mut progress = Progress::default();
+            match adapters
+                .step(ticket, None, Some(&key), 1, &mut progress)
+                .await
+                .unwrap()
+            {
+                Step::Ended(outcome) => outcome,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
     let operation_id = uuid::Uuid::now_v7().to_string();
-    let first = adapters
-        .call(&ticket, None, Some(&operation_id))
-        .await
-        .unwrap();
-    let again = adapters
-        .call(&ticket, None, Some(&operation_id))
-        .await
-        .unwrap();
+    let first = deliver(operation_id.clone()).await;
+    let again = deliver(operation_id).await;
     let Outcome::Answered { status: 201, body } = &first else {
         panic!("{first:?}");
     };
     assert_eq!(first, again, "the same answer");
     assert_eq!(hub.mock::<TicketingMock>().tickets(), 1, "{body}");
     // Another operation is another ticket.
-    let other = uuid::Uuid::now_v7().to_string();
-    adapters.call(&ticket, None, Some(&other)).await.unwrap();
+    deliver(uuid::Uuid::now_v7().to_string()).await;
     assert_eq!(hub.mock::<TicketingMock>().tickets(), 2);
     hub.stop().await;
 }

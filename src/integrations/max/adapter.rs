@@ -1,10 +1,12 @@
-//! The adapters: one [`Adapters::call`] runs any [`Operation`] against its partner with what
-//! the three share. Authentication (API key; an OAuth2 token shared by every process; the
-//! token plus `X-HMAC-Signature` over the canonical JSON body), the retry table
-//! ([`retry`]), the circuit breaker of the adapter shared by every process ([`breaker`]), an
-//! `integration_log` row and a structured log line for every partner call, the
-//! `integration_*` metrics, and the supervisor told of every operation that failed. Secrets
-//! never leave: errors pass through [`Adapters::redact`] before they are logged or stored.
+//! The adapters: [`Adapters::step`] makes one partner call of any [`Operation`] with what the
+//! three share, and [`Adapters::call`] runs a read to its end. What they share: authentication
+//! (API key; an OAuth2 token shared by every process; the token plus `X-HMAC-Signature` over
+//! the canonical JSON body), the retry table ([`retry`]: a read's pauses are taken here, a
+//! write's are JetStream redeliveries), the circuit breaker of each adapter shared by every
+//! process ([`SharedBreaker`]), an `integration_log` row and a structured log line for every
+//! partner call, the `integration_*` metrics, and the supervisor told of every operation that
+//! failed. Secrets never leave: errors pass through [`Adapters::redact`] before they are logged
+//! or stored.
 
 use std::time::{Duration, Instant};
 
@@ -38,6 +40,32 @@ pub enum Outcome {
         error: String,
         breaker: Option<State>,
     },
+}
+
+/// What one partner call came to ([`Adapters::step`]).
+#[derive(Debug)]
+pub enum Step {
+    /// The operation's outcome: the partner's answer, a final failure, or the open breaker.
+    Ended(Outcome),
+    /// A 401: call again at once with a new token (once per call).
+    Reauthenticate,
+    /// Worth trying again after `delay` (the retry table's); `error` says why, `retry_after` is
+    /// what the partner asked for, if anything.
+    Retry {
+        delay: Duration,
+        error: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// Where one call of an operation stands between its partner calls: the token it used, whether
+/// the next call must replace it (after a 401, once), and the last retryable failure.
+#[derive(Default)]
+pub struct Progress {
+    stale: Option<Secret>,
+    renew: bool,
+    reauthenticated: bool,
+    last_error: Option<String>,
 }
 
 impl Outcome {
@@ -146,85 +174,84 @@ impl Adapters {
         text
     }
 
-    /// Every adapter's breaker: `{"adapters": {"ticketing": {"breaker": "closed"}, …}}`.
-    pub async fn health(&self) -> anyhow::Result<Value> {
-        let mut adapters = serde_json::Map::new();
-        for (adapter, breaker) in &self.breakers {
-            let state = breaker.state().await?;
-            crate::metrics::breaker_state(adapter.name(), state.gauge());
-            adapters.insert(adapter.name().into(), json!({"breaker": state.as_str()}));
-        }
-        Ok(json!({"adapters": adapters}))
+    /// Runs a read through its adapter, the retry table's pauses included (its caller waits for
+    /// the answer). `Err` only when the hub's own NATS or Postgres fails; the partner's
+    /// failures are in the outcome.
+    pub async fn call(&self, operation: &Operation, conversation_id: Option<&str>) -> anyhow::Result<Outcome> {
+        let started = Instant::now();
+        let mut progress = Progress::default();
+        let mut attempt = 1;
+        let outcome = loop {
+            match self.step(operation, conversation_id, None, attempt, &mut progress).await? {
+                Step::Ended(outcome) => break outcome,
+                Step::Reauthenticate => {}
+                Step::Retry { delay, .. } => {
+                    tracing::info!(attempt, delay_ms = delay.as_millis() as u64, "retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            attempt += 1;
+        };
+        self.ended(operation, &outcome, started.elapsed()).await;
+        Ok(outcome)
     }
 
-    /// Runs `operation` through its adapter. `Err` only when the hub's own NATS or Postgres
-    /// fails (the caller holds the work and tries again); the partner's failures are in the
-    /// outcome.
+    /// Records an operation's outcome (`integration_*` metrics, `took` retries included) and
+    /// tells the supervisor when it failed.
+    pub async fn ended(&self, operation: &Operation, outcome: &Outcome, took: Duration) {
+        let adapter = operation.adapter().name();
+        crate::metrics::integration_request(adapter, operation.name(), outcome.label(), took.as_secs_f64());
+        if let Outcome::Failed { error, .. } = outcome
+            && let Err(err) = self
+                .supervisor
+                .failed(&self.db, &self.http, adapter, operation.name(), error)
+                .await
+        {
+            tracing::warn!(err = %self.redact(&format!("{err:#}")), "the supervisor could not be told");
+        }
+    }
+
+    /// One partner call of `operation`, its `attempt`-th (1 for the first), and what the retry
+    /// table makes of it. A read loops over it ([`Adapters::call`]); a write's stage makes one
+    /// step per delivery and leaves the pauses to JetStream's redeliveries. `Err` only when the
+    /// hub's own NATS or Postgres fails.
     ///
     /// A write passes `idempotency_key` (its operation id): every attempt, and a redelivery of
     /// the command after a crash, sends the partner the same `Idempotency-Key`, so a partner
     /// that honours it acts once (a commit sends MAX's own key instead).
-    pub async fn call(
+    pub async fn step(
         &self,
         operation: &Operation,
         conversation_id: Option<&str>,
         idempotency_key: Option<&str>,
-    ) -> anyhow::Result<Outcome> {
+        attempt: u32,
+        progress: &mut Progress,
+    ) -> anyhow::Result<Step> {
         let adapter = operation.adapter();
         let span = tracing::info_span!(
             "adapter",
             otel.name = format!("max {}", operation.name()),
             adapter = adapter.name(),
             operation = operation.name(),
+            attempt,
             conversation_id,
         );
         async move {
-            let started = Instant::now();
-            let outcome = self.attempts(operation, conversation_id, idempotency_key).await?;
-            let seconds = started.elapsed().as_secs_f64();
-            crate::metrics::integration_request(adapter.name(), operation.name(), outcome.label(), seconds);
-            if let Outcome::Failed { error, .. } = &outcome
-                && let Err(err) = self
-                    .supervisor
-                    .failed(&self.db, &self.http, adapter.name(), operation.name(), error)
-                    .await
-            {
-                tracing::warn!(err = %self.redact(&format!("{err:#}")), "the supervisor could not be told");
-            }
-            Ok(outcome)
-        }
-        .instrument(span)
-        .await
-    }
-
-    async fn attempts(
-        &self,
-        operation: &Operation,
-        conversation_id: Option<&str>,
-        idempotency_key: Option<&str>,
-    ) -> anyhow::Result<Outcome> {
-        let adapter = operation.adapter();
-        let breaker = self.breaker(adapter);
-        let schedule = retry::schedule(self.cfg.retry_base);
-        let mut reauthenticated = false;
-        // The token the last call used, and whether the next must replace it (after a 401).
-        let mut stale: Option<Secret> = None;
-        let mut renew = false;
-        let mut last_error = None;
-        for attempt in 1.. {
+            let breaker = self.breaker(adapter);
             if let Err(state) = breaker.allow().await? {
                 crate::metrics::breaker_state(adapter.name(), state.gauge());
-                let error = match last_error {
+                let error = match &progress.last_error {
                     Some(error) => format!("{error}; then the {} breaker opened", adapter.name()),
                     None => format!("the {} breaker is {}: failing fast", adapter.name(), state.as_str()),
                 };
-                return Ok(Outcome::Failed {
+                return Ok(Step::Ended(Outcome::Failed {
                     error,
                     breaker: Some(state),
-                });
+                }));
             }
+            let renew = std::mem::take(&mut progress.renew);
             let response = self
-                .send(operation, idempotency_key, &mut stale, std::mem::take(&mut renew))
+                .send(operation, idempotency_key, &mut progress.stale, renew)
                 .await;
             let state = if response.verdict() == Verdict::Retry {
                 breaker.failed().await?
@@ -233,10 +260,11 @@ impl Adapters {
             };
             crate::metrics::breaker_state(adapter.name(), state.gauge());
             self.audit(operation, attempt, &response, conversation_id).await;
-            match retry::next(&schedule, attempt, &response, reauthenticated) {
+            let schedule = retry::schedule(self.cfg.retry_base);
+            Ok(match retry::next(&schedule, attempt, &response, progress.reauthenticated) {
                 Next::Done => {
                     let partner: Value = response.json().unwrap_or(Value::Null);
-                    return Ok(match operation.answer(&partner) {
+                    Step::Ended(match operation.answer(&partner) {
                         Ok(body) => Outcome::Answered {
                             status: response.status.unwrap_or(200),
                             body,
@@ -245,22 +273,27 @@ impl Adapters {
                             error: self.redact(&error),
                             breaker: None,
                         },
-                    });
+                    })
                 }
                 Next::Reauthenticate => {
-                    reauthenticated = true;
-                    renew = true;
-                    continue;
+                    progress.reauthenticated = true;
+                    progress.renew = true;
+                    Step::Reauthenticate
                 }
                 Next::Retry(delay) => {
-                    last_error = Some(self.redact(&response.describe()));
-                    tracing::info!(attempt, delay_ms = delay.as_millis() as u64, "retrying");
-                    tokio::time::sleep(delay).await;
+                    let error = self.redact(&response.describe());
+                    progress.last_error = Some(error.clone());
+                    Step::Retry {
+                        delay,
+                        error,
+                        retry_after: response.retry_after(),
+                    }
                 }
-                Next::GiveUp => return Ok(self.final_answer(adapter, &response)),
-            }
+                Next::GiveUp => Step::Ended(self.final_answer(adapter, &response)),
+            })
         }
-        unreachable!("the retry table ends every call")
+        .instrument(span)
+        .await
     }
 
     /// The last answer of a call that will not be tried again.

@@ -6,6 +6,9 @@
 //! | timeout, connection failure, 5xx, 408, 429 | again after 2 s, 4 s, 8 s: three retries (`MAX_RETRY_BASE_MS` doubling; `Retry-After` honoured when longer) |
 //! | 401 | re-authenticate once, then again at once; a second 401 is final |
 //! | any other 4xx | final |
+//!
+//! A write's pauses are JetStream redeliveries (the `operate-max` durable runs on
+//! [`schedule`]); a read's are taken in the service call that waits for it.
 
 use std::time::Duration;
 
