@@ -227,6 +227,29 @@ pub fn replayed(record: Record) -> Response {
     (status, Json(record.body)).into_response()
 }
 
+/// The 503 for a request to a service (`Bus::request`) that got no answer; the log says why
+/// and what to do (`then`, e.g. "retry with the same externalTransactionId").
+pub fn unanswered(
+    err: async_nats::RequestError,
+    service: &str,
+    wait: Duration,
+    then: &str,
+) -> ApiError {
+    let why = match err.kind() {
+        async_nats::RequestErrorKind::NoResponders => {
+            format!("no process serves {service}: start `ihub consume` (ihub dev runs one)")
+        }
+        async_nats::RequestErrorKind::TimedOut => {
+            format!(
+                "{service} did not answer within {} ms: {then}",
+                wait.as_millis()
+            )
+        }
+        _ => format!("{service} did not answer: {err}"),
+    };
+    ApiError::unavailable(anyhow::anyhow!(why))
+}
+
 /// `Prefer: wait=N` (RFC 7240), capped at `max`.
 pub fn prefer_wait(headers: &HeaderMap, max: Duration) -> Option<Duration> {
     headers

@@ -53,12 +53,13 @@ impl Breaker {
         }
     }
 
-    /// For `ihub_breaker_state`: 0 closed, 1 half-open, 2 open.
-    pub fn gauge(&self) -> f64 {
+    /// Closed, open or half-open, as metrics and `ihub status` name them.
+    pub fn state(&self) -> super::shared_breaker::State {
+        use super::shared_breaker::State as Shown;
         match *self.state.lock().expect("breaker lock") {
-            State::Closed { .. } => 0.0,
-            State::HalfOpen => 1.0,
-            State::Open { .. } => 2.0,
+            State::Closed { .. } => Shown::Closed,
+            State::HalfOpen => Shown::HalfOpen,
+            State::Open { .. } => Shown::Open,
         }
     }
 

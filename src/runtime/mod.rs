@@ -624,7 +624,7 @@ impl<S: Stage> Runner<S> {
         }
 
         let started = std::time::Instant::now();
-        let before = self.breaker.as_ref().map(Breaker::gauge);
+        let before = self.breaker.as_ref().map(Breaker::state);
         let result = self.through_outages(&delivery).await;
         if let Some(breaker) = &self.breaker {
             match &result {
@@ -635,8 +635,8 @@ impl<S: Stage> Runner<S> {
                 // A permanent answer means the partner is up, whatever it said.
                 _ => breaker.succeeded(),
             }
-            let now = breaker.gauge();
-            crate::metrics::target_breaker(self.spec.durable, now);
+            let now = breaker.state();
+            crate::metrics::target_breaker(self.spec.durable, now.gauge());
             if before != Some(now)
                 && let Some((kv, key)) = &self.breaker_report
             {

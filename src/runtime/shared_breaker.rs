@@ -256,14 +256,9 @@ pub fn reported_key(consumer: &str) -> String {
     format!("consumer.{consumer}.{host}-{}", std::process::id())
 }
 
-/// Stores `state` (from [`crate::runtime::Breaker::gauge`]) under `key`; a failure is only
-/// logged (the breaker works without its report).
-pub async fn report(kv: &kv::Store, key: &str, gauge: f64) {
-    let state = match gauge {
-        g if g >= 2.0 => State::Open,
-        g if g >= 1.0 => State::HalfOpen,
-        _ => State::Closed,
-    };
+/// Stores `state` under `key`; a failure is only logged (the breaker works without its
+/// report).
+pub async fn report(kv: &kv::Store, key: &str, state: State) {
     let reported = Reported {
         state: state.as_str().to_string(),
         at_ms: now_ms(),

@@ -200,21 +200,14 @@ async fn request(app: &Casino, subject: &str, body: &[u8], wait: std::time::Dura
     if app.hub.bus.client.connection_state() != async_nats::connection::State::Connected {
         return Err(unavailable("NATS is not reachable: the wallet cannot answer now".into()));
     }
-    let message = match app.hub.bus.request(subject, Bytes::copy_from_slice(body), wait).await {
-        Ok(message) => message,
-        Err(err) if err.kind() == async_nats::RequestErrorKind::NoResponders => {
-            return Err(unavailable(
-                "no wallet process is running: start `ihub consume` (ihub dev runs one)".into(),
-            ));
-        }
-        Err(err) if err.kind() == async_nats::RequestErrorKind::TimedOut => {
-            return Err(unavailable(format!(
-                "the wallet did not answer within {} ms: retry with the same externalTransactionId",
-                wait.as_millis()
-            )));
-        }
-        Err(err) => return Err(unavailable(format!("the wallet did not answer: {err}"))),
-    };
+    let message = app
+        .hub
+        .bus
+        .request(subject, Bytes::copy_from_slice(body), wait)
+        .await
+        .map_err(|err| {
+            ingress::unanswered(err, "the wallet", wait, "retry with the same externalTransactionId")
+        })?;
     Reply::from_message(&message)
         .ok_or_else(|| unavailable("the wallet's reply has no status".into()))
 }

@@ -19,6 +19,18 @@ pub fn token(value: &str) -> String {
     out
 }
 
+/// Every byte but RFC 3986's unreserved ones (`A-Z a-z 0-9 - . _ ~`) percent-encoded: a form
+/// value (`client_secret=…`), or an id that can never climb out of its path segment.
+pub fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The cache key of `operation` with `params` (name, value): the operation, then the values
 /// in the order of their names (`get_transaction_history.CUST-1.10`).
 pub fn cache_key(operation: &str, params: &[(&str, &str)]) -> String {
@@ -45,6 +57,12 @@ mod tests {
             && key
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-/_=.".contains(&b))
+    }
+
+    #[test]
+    fn values_are_percent_encoded() {
+        assert_eq!(percent_encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+        assert_eq!(percent_encode("plain-_.~09"), "plain-_.~09");
     }
 
     #[test]

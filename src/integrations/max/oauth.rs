@@ -13,6 +13,7 @@ use async_nats::jetstream::kv::{self, CreateErrorKind};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use super::keys::percent_encode;
 use crate::config::Secret;
 use crate::nats::Unavailable;
 
@@ -39,19 +40,6 @@ fn renew_at(now_ms: i64, expires_in: u64) -> i64 {
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
-}
-
-/// `application/x-www-form-urlencoded` for one value.
-fn form_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// One adapter's token, shared by every process.
@@ -173,8 +161,8 @@ impl SharedToken {
         }
         let body = format!(
             "grant_type=client_credentials&client_id={}&client_secret={}",
-            form_encode(&self.client_id),
-            form_encode(self.client_secret.expose()),
+            percent_encode(&self.client_id),
+            percent_encode(self.client_secret.expose()),
         );
         let response = self
             .http
@@ -214,11 +202,5 @@ mod tests {
         assert_eq!(renew_at(0, 3600), 3_570_000, "at most 30 s early");
         assert_eq!(renew_at(0, 5), 4_000, "at least 1 s early");
         assert_eq!(renew_at(0, 0), 0);
-    }
-
-    #[test]
-    fn form_values_are_percent_encoded() {
-        assert_eq!(form_encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
-        assert_eq!(form_encode("plain-_.~09"), "plain-_.~09");
     }
 }

@@ -20,7 +20,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::keys::cache_key;
+use super::keys::{cache_key, percent_encode};
 use crate::money::{Currency, format_major, parse_major};
 
 /// The three adapters; their names are the `adapter` label everywhere.
@@ -107,18 +107,6 @@ pub const TICKET_TTL: Duration = Duration::from_secs(300);
 pub const TRANSACTION_TTL: Duration = Duration::from_secs(120);
 pub const HISTORY_TTL: Duration = Duration::from_secs(300);
 
-/// A path segment: unreserved characters as they are, everything else percent-encoded (an
-/// id can never climb out of its segment).
-fn segment(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 impl Operation {
     pub fn name(&self) -> &'static str {
         match self {
@@ -196,7 +184,7 @@ impl Operation {
                 })),
             ),
             Operation::GetTicketStatus { ticket_id } => {
-                call(Method::GET, format!("/tickets/{}", segment(ticket_id)), None)
+                call(Method::GET, format!("/tickets/{}", percent_encode(ticket_id)), None)
             }
             Operation::AddComment {
                 ticket_id,
@@ -204,17 +192,17 @@ impl Operation {
                 is_public,
             } => call(
                 Method::POST,
-                format!("/tickets/{}/comments", segment(ticket_id)),
+                format!("/tickets/{}/comments", percent_encode(ticket_id)),
                 Some(json!({"body": comment, "public": is_public})),
             ),
             Operation::GetTransactionStatus { transaction_id } => call(
                 Method::GET,
-                format!("/transactions/{}", segment(transaction_id)),
+                format!("/transactions/{}", percent_encode(transaction_id)),
                 None,
             ),
             Operation::GetTransactionHistory { customer_id, limit } => call(
                 Method::GET,
-                format!("/customers/{}/transactions?limit={limit}", segment(customer_id)),
+                format!("/customers/{}/transactions?limit={limit}", percent_encode(customer_id)),
                 None,
             ),
             Operation::CreateDraftTransaction {
@@ -241,13 +229,13 @@ impl Operation {
                 idempotency_key: Some(idempotency_key.clone()),
                 ..call(
                     Method::POST,
-                    format!("/transactions/drafts/{}/commit", segment(draft_id)),
+                    format!("/transactions/drafts/{}/commit", percent_encode(draft_id)),
                     Some(json!({"draft_id": draft_id})),
                 )
             },
             Operation::CancelDraft { draft_id } => call(
                 Method::POST,
-                format!("/transactions/drafts/{}/cancel", segment(draft_id)),
+                format!("/transactions/drafts/{}/cancel", percent_encode(draft_id)),
                 Some(json!({"draft_id": draft_id})),
             ),
         }
@@ -336,7 +324,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_never_leave_their_path_segment() {
+    fn ids_never_leave_their_path_percent_encode() {
         let op = Operation::GetTicketStatus {
             ticket_id: "../admin?x=1".into(),
         };

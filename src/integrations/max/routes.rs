@@ -130,23 +130,13 @@ fn answered(answer: Answer) -> Response {
 
 /// One request to the `ihub-max` service, waiting at most `wait`.
 async fn ask(app: &Max, subject: &str, payload: &impl serde::Serialize, wait: Duration) -> Result<Answer, ApiError> {
-    let unavailable = |why: String| ApiError::unavailable(anyhow::anyhow!(why));
     let payload = serde_json::to_vec(payload).map_err(|err| ApiError::internal(err.into()))?;
-    let message = match app.hub.bus.request(subject, payload.into(), wait).await {
-        Ok(message) => message,
-        Err(err) if err.kind() == async_nats::RequestErrorKind::NoResponders => {
-            return Err(unavailable(
-                "no MAX adapter process is running: start `ihub consume` (ihub dev runs one)".into(),
-            ));
-        }
-        Err(err) if err.kind() == async_nats::RequestErrorKind::TimedOut => {
-            return Err(unavailable(format!(
-                "the adapters did not answer within {} ms (MAX_READ_TIMEOUT_MS): retry",
-                wait.as_millis()
-            )));
-        }
-        Err(err) => return Err(unavailable(format!("the adapters did not answer: {err}"))),
-    };
+    let message = app
+        .hub
+        .bus
+        .request(subject, payload.into(), wait)
+        .await
+        .map_err(|err| ingress::unanswered(err, "the MAX adapters", wait, "retry (MAX_READ_TIMEOUT_MS)"))?;
     serde_json::from_slice(&message.payload)
         .map_err(|err| ApiError::internal(anyhow::anyhow!("the service's reply does not parse: {err}")))
 }
